@@ -1,0 +1,22 @@
+# irm-bench: regenerate the results of Invariant Risk Minimization (arXiv:1907.02893).
+# Run `snakemake --cores 8`; see README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/sem.smk"
+include: "workflow/rules/minimal.smk"
+include: "workflow/rules/cmnist.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        SEM_TARGETS + MINIMAL_TARGETS + CMNIST_TARGETS + REPORT_TARGETS,

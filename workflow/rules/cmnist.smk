@@ -1,0 +1,3 @@
+# Rules of the cmnist part of the workflow.
+
+CMNIST_TARGETS = []

@@ -1,0 +1,3 @@
+# Rules of the minimal part of the workflow.
+
+MINIMAL_TARGETS = []

@@ -1,0 +1,3 @@
+# Rules of the report part of the workflow.
+
+REPORT_TARGETS = []

@@ -1,0 +1,3 @@
+# Rules of the sem part of the workflow.
+
+SEM_TARGETS = []
