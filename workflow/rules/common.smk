@@ -1,9 +1,22 @@
 # Shared by every rule file: validated config, paths and small input helpers.
 
-from irm_bench.config import validate_config
+import sys
+
+from irm_bench.config import ConfigError, validate_config
 
 # Validate before any rule is built: a typo stops here with the offending key named.
-config.update(validate_config(config, base_dir=workflow.basedir))
+# --config strings are read as YAML values first, so overrides are checked like the file.
+# sys.exit prints the message alone (a raised error would add a traceback fragment).
+try:
+    config.update(
+        validate_config(
+            config,
+            base_dir=workflow.basedir,
+            cli_overrides=workflow.config_settings.config,
+        )
+    )
+except ConfigError as err:
+    sys.exit(str(err))
 
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
