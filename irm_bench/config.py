@@ -32,9 +32,7 @@ SCHEMA_PATH = (
     Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 )
 
-# YAML 1.2 core-schema spellings of true, false and null (what a config file means).
-_TRUE_WORDS = frozenset({"true", "True", "TRUE"})
-_FALSE_WORDS = frozenset({"false", "False", "FALSE"})
+# Spellings of null in YAML (what a config file means by them).
 _NULL_WORDS = frozenset({"null", "Null", "NULL", "~"})
 
 _TYPE_WORDS = {
@@ -130,19 +128,23 @@ def _allowed_types(schema: Mapping[str, Any], root: Mapping[str, Any]) -> set[st
 
 
 def _read_scalar(text: str) -> Any:
-    """Read one scalar the way a YAML 1.2 config file would: int, float, bool, null or str."""
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    if text in _TRUE_WORDS:
-        return True
-    if text in _FALSE_WORDS:
-        return False
-    if text in _NULL_WORDS:
-        return None
-    return text
+    """Read one scalar as a config file would, plus ``1e-3`` as Snakemake's top level does.
+
+    PyYAML (which reads config files) gives ``true``/``yes`` -> ``True``, ``null`` ->
+    ``None``, ``3`` -> ``3``, ``1.0e-3`` -> ``0.001``, but keeps ``1e-3`` a string (its
+    float pattern needs a dot); Snakemake's own ``--config`` parser takes ``1e-3`` as a
+    float at the top level, so nested values do too. Anything else stays a string.
+    """
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _coerce(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
@@ -169,11 +171,11 @@ def coerce_cli_overrides(
 
     Snakemake parses ``--config key=value`` with ``int``, ``float``, ``True``/``False``
     and YAML's *base* loader, so ``gpu_jobs=true`` and every value nested in
-    ``sem='{n_draws: 0}'`` arrive as strings. Each string is read as a YAML 1.2 core
-    scalar (integer, float, ``true``/``false``, ``null``) unless the schema admits a
-    string at that key (then only a ``null`` spelling becomes ``None`` where ``null``
-    is allowed), so ``--config device=cpu`` stays a string and ``n_draws: "0"`` becomes
-    ``0``, and is then validated like the same value in a config file.
+    ``sem='{n_draws: 0}'`` arrive as strings. Each string is read as a YAML scalar
+    (integer, float, ``true``/``false``, ``null``; see :func:`_read_scalar`) unless
+    the schema admits a string at that key (then only a ``null`` spelling becomes
+    ``None``, where ``null`` is allowed), so ``--config device=cpu`` stays a string and
+    ``n_draws: "0"`` becomes ``0``, then is validated like the same value in a file.
 
     Parameters
     ----------
@@ -233,6 +235,25 @@ def _expected(error: jsonschema.ValidationError) -> str:
     return f"a value that satisfies the schema rule {kind}: {_show(v)}"
 
 
+def _number_hint(text: str) -> str:
+    """Why a number-looking string reached a number key, if it looks like one."""
+    try:
+        as_float = float(text)
+    except ValueError:
+        return ""
+    if not math.isfinite(as_float):
+        return ""
+    try:
+        as_yaml = yaml.safe_load(text)
+    except yaml.YAMLError:
+        as_yaml = text
+    if isinstance(as_yaml, int | float):
+        return " (a quoted number is a string: remove the quotes)"
+    mantissa, _, exponent = text.lower().partition("e")
+    fixed = f"{mantissa}.0e{exponent}" if exponent and "." not in mantissa else "1.0e-3"
+    return f" (YAML reads {text} as a string; a float needs a dot: write {fixed})"
+
+
 def _hint(error: jsonschema.ValidationError) -> str:
     """A likely cause appended to the message: a close name, or the repeated items."""
     if error.validator == "enum" and isinstance(error.instance, str):
@@ -240,6 +261,11 @@ def _hint(error: jsonschema.ValidationError) -> str:
             error.instance, [str(x) for x in error.validator_value], n=1, cutoff=0.5
         )
         return f" (did you mean '{close[0]}'?)" if close else ""
+    if error.validator == "type" and isinstance(error.instance, str):
+        wanted = error.validator_value
+        wanted = {wanted} if isinstance(wanted, str) else set(wanted)
+        if wanted & {"number", "integer"}:
+            return _number_hint(error.instance)
     if error.validator == "uniqueItems" and isinstance(error.instance, list):
         counts = Counter(_show(x) for x in error.instance)
         repeated = [k for k, n in counts.items() if n > 1]
@@ -264,6 +290,8 @@ def _describe(error: jsonschema.ValidationError) -> list[str]:
             full = dotted_key([*error.absolute_path, str(name)])
             close = difflib.get_close_matches(str(name), allowed, n=1)
             did_you_mean = f" (did you mean '{close[0]}'?)" if close else ""
+            if ":" in str(name):
+                did_you_mean += " (YAML needs a space after ':' in 'key: value')"
             where = "top-level key" if not error.absolute_path else f"key in '{key}'"
             lines.append(
                 f"config key '{full}': unknown {where}{did_you_mean}; expected one of "

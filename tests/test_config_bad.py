@@ -243,10 +243,10 @@ def test_dotted_key_names_list_items():
 
 def test_cli_strings_are_read_like_a_config_file():
     raw = {
-        "gpu_jobs": "true",
+        "gpu_jobs": "yes",  # YAML 1.1, as PyYAML reads a config file
         "device": "cpu",
         "results_dir": "2024",  # the schema admits a string here: kept as written
-        "sem": {"n_draws": "4", "irmv1": {"lr": "1e-3", "reg_grid": ["0", "0.5"]}},
+        "sem": {"n_draws": "4", "irmv1": {"lr": "1e-3", "reg_grid": ["0", ".5"]}},
         "cmnist": {"local_source": "null", "restarts": "~", "lambda_grid": ["1", "2.5e3"]},
         "report": {"enabled": "False"},
     }
@@ -294,3 +294,29 @@ def test_cuda_without_a_gpu_is_refused_at_the_first_training_job():
     # Not a config-time check: a login node without a GPU may submit jobs to GPU nodes.
     with pytest.raises(DeviceError, match=r"config key 'device' is 'cuda' but no CUDA device"):
         resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("patch", "line"),
+    [
+        (
+            {"sem": {"irmv1": {"lr": "1e-3"}}},
+            "config key 'sem.irmv1.lr': expected a number, found \"1e-3\" (YAML reads 1e-3 as "
+            "a string; a float needs a dot: write 1.0e-3)",
+        ),
+        (
+            {"sem": {"n_draws": "3"}},
+            "config key 'sem.n_draws': expected an integer, found \"3\" (a quoted number is a "
+            "string: remove the quotes)",
+        ),
+        (
+            {"sem": {"n_draws:-3": None}},
+            "config key 'sem.n_draws:-3': unknown key in 'sem' (did you mean 'n_draws'?) (YAML "
+            "needs a space after ':' in 'key: value')",
+        ),
+    ],
+)
+def test_yaml_traps_get_a_hint(patch, line, default_config):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_merge(default_config, patch), check_paths=False)
+    assert line in str(info.value)
