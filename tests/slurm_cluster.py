@@ -325,8 +325,12 @@ class LocalSlurm:
         self.stop()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
-    """Start a cluster and keep it up until Ctrl-C (``start``), or print ``status``."""
+    """Start a cluster and keep it up until SIGINT/SIGTERM (``start``), or ``status``."""
     if not argv or argv[0] not in {"start", "status"}:
         print("usage: slurm_cluster.py start [STATE_DIR] | status", file=sys.stderr)
         return 2
@@ -335,10 +339,15 @@ def main(argv: list[str]) -> int:
         subprocess.run(["sinfo"], check=False)
         return 0
     state = Path(argv[1] if len(argv) > 1 else "/tmp/irm_bench_slurm").resolve()
+    # Explicit handlers: a background job may inherit SIGINT ignored, and SIGTERM would
+    # otherwise end Python without stopping the daemons.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     with LocalSlurm(state):
-        print(f"SLURM up (state in {state}); Ctrl-C stops it and restores /etc/slurm")
+        print(f"SLURM up (state in {state}); Ctrl-C stops it and restores /etc/slurm", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+            while True:
+                signal.pause()
     return 0
 
 

@@ -52,7 +52,9 @@ class WorkflowCase:
         The workflow's Snakefile.
     args
         Extra snakemake arguments for both runs (e.g. ``--configfile``). Both runs add
-        ``--config results_dir=<tmp>/<run> gpu_jobs=True``.
+        ``--config results_dir=<tmp>/results gpu_jobs=True``; the local run's results
+        are moved aside before the SLURM run, so both runs see the same config (and
+        config hashes in provenance agree).
     workdir
         Folder to run in (relative paths of ``args`` and of the config resolve there);
         ``None``: a fresh temporary folder.
@@ -158,17 +160,19 @@ def test_workflow_through_local_slurm(case: WorkflowCase, local_slurm, tmp_path)
     workdir = case.workdir or tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     base = ["--snakefile", str(case.snakefile)]
+    results = tmp_path / "results"
 
     local = run_snakemake(
         [
             *base,
             "--cores",
             "2",
-            *with_config(case.args, results_dir=tmp_path / "local", gpu_jobs=True),
+            *with_config(case.args, results_dir=results, gpu_jobs=True),
         ],
         workdir,
     )
     assert local.returncode == 0, local.stdout[-5000:]
+    local_results = results.rename(tmp_path / "local")
 
     slurm_logs = tmp_path / "slurm_logs"
     run = run_snakemake(
@@ -180,7 +184,7 @@ def test_workflow_through_local_slurm(case: WorkflowCase, local_slurm, tmp_path)
             "none",
             "--slurm-logdir",
             str(slurm_logs),
-            *with_config(case.args, results_dir=tmp_path / "slurm", gpu_jobs=True),
+            *with_config(case.args, results_dir=results, gpu_jobs=True),
         ],
         workdir,
     )
@@ -214,15 +218,15 @@ def test_workflow_through_local_slurm(case: WorkflowCase, local_slurm, tmp_path)
 
     if case.probe_env:
         by_slurm_id = {submitted[jid]: rule for jid, rule in remote.items()}
-        for log in (tmp_path / "slurm" / "logs").rglob("*.log"):
+        for log in (results / "logs").rglob("*.log"):
             ctx = json.loads(log.read_text())
             rule = by_slurm_id[ctx["SLURM_JOB_ID"]]  # KeyError: ran outside our jobs
             assert log.parent.name == rule or log.stem == rule
             assert bool(ctx["CUDA_VISIBLE_DEVICES"]) is (rule in case.gpu_rules), ctx
-        for log in (tmp_path / "local" / "logs").rglob("*.log"):
+        for log in (local_results / "logs").rglob("*.log"):
             assert json.loads(log.read_text())["SLURM_JOB_ID"] == ""
 
-    _identical_results(tmp_path / "local", tmp_path / "slurm", case.compare)
+    _identical_results(local_results, results, case.compare)
 
 
 FAKE_SBATCH = """\
