@@ -51,10 +51,10 @@ class WorkflowCase:
     snakefile
         The workflow's Snakefile.
     args
-        Extra snakemake arguments for both runs (e.g. ``--configfile``). Both runs add
-        ``--config results_dir=<tmp>/results gpu_jobs=True``; the local run's results
-        are moved aside before the SLURM run, so both runs see the same config (and
-        config hashes in provenance agree).
+        Extra snakemake arguments for both runs (``--configfile``, ``--groups``...).
+        Both runs add ``--config results_dir=<tmp>/results gpu_jobs=True``; the local
+        run's results are moved aside before the SLURM run, so both runs see the same
+        config (and config hashes in provenance agree).
     workdir
         Folder to run in (relative paths of ``args`` and of the config resolve there);
         ``None``: a fresh temporary folder.
@@ -78,7 +78,14 @@ class WorkflowCase:
 
 
 CASES = [
-    WorkflowCase("toy", TOY, frozenset({"train"}), ("--config", "n_shards=2"), probe_env=True),
+    # simulate jobs run as one group job (one sbatch for both shards), the rest alone.
+    WorkflowCase(
+        "toy",
+        TOY,
+        frozenset({"train"}),
+        ("--groups", "simulate=data", "--group-components", "data=2", "--config", "n_shards=2"),
+        probe_env=True,
+    ),
     # The project's smoke pipeline (uncomment once its rules are merged; list the
     # training rules and compare the result tables):
     # WorkflowCase("smoke", REPO / "Snakefile", frozenset({"sem_fit", "cmnist_train"}),
@@ -138,6 +145,22 @@ def _scontrol_job(job_id: str) -> dict[str, str]:
     return dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
 
 
+# A job as Snakemake prints it: "rule NAME:" or "localrule NAME:" (indented inside a
+# group job), then indented "key: value" lines, among them "output: a, b".
+_JOB_BLOCK = re.compile(
+    r"^[ \t]*(localrule|rule) (\w+):\n((?:[ \t]+[a-z][\w-]*: .*\n)*)", re.MULTILINE
+)
+
+
+def _job_blocks(text: str) -> list[tuple[str, str, frozenset[str]]]:
+    """(kind, rule, output files) of every job in a Snakemake log."""
+    blocks = []
+    for kind, rule, body in _JOB_BLOCK.findall(text):
+        outs = re.search(r"^[ \t]+output: (.*)$", body, re.MULTILINE)
+        blocks.append((kind, rule, frozenset(outs.group(1).split(", ")) if outs else frozenset()))
+    return blocks
+
+
 def _identical_results(local: Path, slurm: Path, globs: tuple[str, ...]) -> list[str]:
     """Relative paths compared; asserts equal file sets and equal bytes."""
     compared = []
@@ -190,39 +213,39 @@ def test_workflow_through_local_slurm(case: WorkflowCase, local_slurm, tmp_path)
     )
     assert run.returncode == 0, run.stdout[-8000:]
 
-    # Every job Snakemake did not run itself ("localrule") went through sbatch.
-    jobs = re.findall(
-        r"^(localrule|rule) (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", run.stdout, re.MULTILINE
-    )
-    remote = {jid: rule for kind, rule, jid in jobs if kind == "rule"}
-    submitted = dict(
-        re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", run.stdout)
-    )
-    finished = set(re.findall(r"Finished jobid: (\d+) ", run.stdout))
+    # Every job Snakemake did not run itself ("localrule") ran inside a SLURM job: its
+    # outputs appear in the log of a job that sbatch accepted, slurmctld logged, and
+    # scontrol reports as completed. Group jobs hold several rules.
+    remote = [(rule, outs) for kind, rule, outs in _job_blocks(run.stdout) if kind == "rule"]
+    slurm_ids = re.findall(r"has been submitted with SLURM jobid (\d+) ", run.stdout)
     assert remote, "no jobs were submitted"
-    assert set(remote) == set(submitted), "jobs ran without sbatch"
-    assert {jid for _, _, jid in jobs} == finished
+    assert len(set(slurm_ids)) == len(slurm_ids) >= 1
     ctld_log = local_slurm.ctld_log.read_text()
-    for jid, rule in remote.items():
-        slurm_id = submitted[jid]
+    ran_in: dict[str, str] = {}  # output file -> SLURM job id
+    rules_in: dict[str, set[str]] = {}  # SLURM job id -> rules it ran
+    for slurm_id in slurm_ids:
         assert re.search(rf"_slurm_rpc_submit_batch_job: JobId={slurm_id}\b", ctld_log)
         info = _scontrol_job(slurm_id)
-        assert info["JobState"] == "COMPLETED", (rule, info["JobState"])
-        assert info["ExitCode"] == "0:0"
-        assert info["Comment"].startswith(f"rule_{rule}")
-        wants_gpu = rule in case.gpu_rules
-        assert ("gres:gpu:1" in info.get("TresPerJob", "")) is wants_gpu, (rule, info)
+        assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), info
+        (job_log,) = slurm_logs.glob(f"**/{slurm_id}.log")
+        inner = _job_blocks(job_log.read_text())
+        rules_in[slurm_id] = {rule for _, rule, _ in inner}
+        ran_in.update({path: slurm_id for _, _, outs in inner for path in outs})
+        wants_gpu = bool(rules_in[slurm_id] & case.gpu_rules)
+        assert ("gres:gpu:1" in info.get("TresPerJob", "")) is wants_gpu, info
         assert info["Partition"] == (GPU_PARTITION if wants_gpu else CPU_PARTITION), info
-        assert list(slurm_logs.glob(f"rule_{rule}/**/{slurm_id}.log")), f"no SLURM log {slurm_id}"
-    assert set(remote.values()) >= case.gpu_rules
+    for rule, outs in remote:
+        assert outs, f"{rule}: no outputs in Snakemake's log"
+        assert all(path in ran_in for path in outs), f"{rule} {sorted(outs)} ran outside SLURM"
+    assert {rule for rule, _ in remote} >= case.gpu_rules
 
     if case.probe_env:
-        by_slurm_id = {submitted[jid]: rule for jid, rule in remote.items()}
         for log in (results / "logs").rglob("*.log"):
             ctx = json.loads(log.read_text())
-            rule = by_slurm_id[ctx["SLURM_JOB_ID"]]  # KeyError: ran outside our jobs
-            assert log.parent.name == rule or log.stem == rule
-            assert bool(ctx["CUDA_VISIBLE_DEVICES"]) is (rule in case.gpu_rules), ctx
+            rule = log.parent.name if log.parent.name != "logs" else log.stem
+            assert rule in rules_in.get(ctx["SLURM_JOB_ID"], set()), (log, ctx)
+            on_gpu = bool(rules_in[ctx["SLURM_JOB_ID"]] & case.gpu_rules)
+            assert bool(ctx["CUDA_VISIBLE_DEVICES"]) is on_gpu, ctx
         for log in (local_results / "logs").rglob("*.log"):
             assert json.loads(log.read_text())["SLURM_JOB_ID"] == ""
 
