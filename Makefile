@@ -13,7 +13,7 @@ CONSTRAINTS := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints-c
 $(BIN)/activate: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/pip install -q $(CONSTRAINTS) -e ".[dev,slurm]"
 	touch $(BIN)/activate
 
 venv: $(BIN)/activate
