@@ -493,7 +493,7 @@ def build_context(
              f"{', '.join(METHOD_LABELS.get(m, m) for m in s.get('methods', []))}; "
              f"{s.get('n_draws')} draws per setup, base seed {s.get('seed')}; IRMv1 λ grid "
              f"{{{lams}}}, {s.get('irmv1', {}).get('steps')} Adam steps; device "
-             f"{cfg.get('device')}")
+             f"setting {cfg.get('device')}")
         )  # fmt: skip
     if tables.cmnist is not None:
         c = cfg.get("cmnist", {})
@@ -541,7 +541,9 @@ def _provenance_context(p: Provenance) -> dict[str, Any]:
         "git_dirty": dirty,
         "git_changed": list(git.changed),
         "config_hash": p.config_hash,
-        "config_yaml": yaml.safe_dump(p.config, sort_keys=False, allow_unicode=True),
+        "config_yaml": yaml.safe_dump(
+            p.config, sort_keys=False, allow_unicode=True, default_flow_style=None, width=88
+        ),
         "packages": sorted(p.packages.items()),
         "machine": list(p.machine.items()),
         "start": ts(p.start),

@@ -13,6 +13,7 @@ import math
 import re
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -66,7 +67,8 @@ def lambda_label(value: float) -> str:
 
 def _lambda_positions(values: np.ndarray) -> tuple[np.ndarray, list[float], list[str]]:
     """x positions on a log10 axis; 0 goes one decade left of the smallest positive λ,
-    ∞ one decade right of the largest finite λ."""
+    ∞ one decade right of the largest finite λ. A tick closer than 0.3 decades to a
+    power of ten gets no label (it is annotated by the caller instead)."""
     vals = np.asarray(values, dtype=float)
     finite_pos = vals[np.isfinite(vals) & (vals > 0)]
     lo = math.floor(np.log10(finite_pos.min())) if finite_pos.size else 0
@@ -76,15 +78,24 @@ def _lambda_positions(values: np.ndarray) -> tuple[np.ndarray, list[float], list
     )
     uniq = sorted(set(vals.tolist()))
     ticks = [float(p) for p in sorted(set(pos.tolist()))]
-    return pos, ticks, [_axis_label(v) for v in uniq]
+    labels = [_axis_label(v) for v in uniq]
+    for k, v in enumerate(uniq):
+        crowded = any(abs(ticks[k] - t) < 0.3 for j, t in enumerate(ticks) if j != k)
+        if crowded and 0 < v < math.inf and not _is_power_of_ten(v):
+            labels[k] = ""
+    return pos, ticks, labels
+
+
+def _is_power_of_ten(value: float) -> bool:
+    exponent = math.log10(value)
+    return abs(exponent - round(exponent)) < 1e-9
 
 
 def _axis_label(value: float) -> str:
     if value == 0 or math.isinf(value):
         return lambda_label(value)
-    exponent = math.log10(value)
-    if abs(exponent - round(exponent)) < 1e-9 and value >= 10:
-        return f"$10^{{{round(exponent)}}}$"
+    if _is_power_of_ten(value) and value >= 10:
+        return f"$10^{{{round(math.log10(value))}}}$"
     return lambda_label(value)
 
 
@@ -180,12 +191,15 @@ def plot_sem_lambda_sweep(sweep: pd.DataFrame) -> Figure:
                     lw=0,
                 )
             ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xticks(ticks, labels, rotation=45 if len(ticks) > 4 else 0)
             ax.set_title(setup)
             ax.set_xlabel("λ")
-        axes[0, 0].set_ylabel("error")
-        axes[0, 0].legend(frameon=False)
-        fig.tight_layout()
+        for row in axes:
+            row[0].set_ylabel("error")
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=2, frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
@@ -214,6 +228,19 @@ def plot_cmnist_lambda_sweep(sweep: pd.DataFrame) -> Figure:
         ax.axhline(50, color="0.4", ls=":", lw=0.8)
         ax.text(pos.min(), 50.5, "random guessing 50 %", fontsize=6, color="0.3")
         ax.set_xticks(ticks, labels, rotation=45 if len(ticks) > 6 else 0)
+        for x, v in zip(pos, sub["lambda"], strict=True):
+            if 0 < v < math.inf and not _is_power_of_ten(v):
+                ax.axvline(x, color="0.6", ls=":", lw=0.8)
+                ax.text(
+                    x,
+                    98,
+                    f"λ = {lambda_label(v)}",
+                    fontsize=6,
+                    ha="center",
+                    va="top",
+                    color="0.3",
+                    bbox={"fc": "white", "ec": "none", "pad": 0.5},
+                )
         ax.set_xlabel("penalty weight λ")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
