@@ -9,6 +9,7 @@ that is not blank.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import shutil
@@ -441,3 +442,22 @@ def test_bad_tables_are_named(tmp_path: Path) -> None:
     partial = {k: v for k, v in table_paths().items() if k != "sem_draws"}
     with pytest.raises(TableError, match="sem_draws"):
         build_report(partial, fixture_config(), REPO, root, tmp_path / "r.html", None)
+
+
+def test_diverged_appendix_run_shows_its_last_finite_phi(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(FIXTURES, root)
+    traj = pd.read_csv(root / "minimal/trajectory.csv")
+    traj.loc[traj.index[-1], ["phi_0", "phi_1", "phi_2", "phi_3"]] = math.nan
+    traj.to_csv(root / "minimal/trajectory.csv", index=False)
+    final = {"protocol": "irm-paper-appendix", "phi": [None] * 4, "steps": 50000, "seed": 0}
+    final |= {"diverged": True, "diverged_step": 50000}
+    (root / "minimal/final.json").write_text(json.dumps(final))
+    paths = {k: v for k, v in table_paths(root).items() if k.startswith(("minimal", "mot"))}
+    build_report(paths, fixture_config(), REPO, root, tmp_path / "m.html", None)
+    html = (tmp_path / "m.html").read_text()
+    assert "This run diverged at step 50000" in html
+    last = traj.iloc[-2]
+    rows = records(parse(html), "minimal-final")
+    for row, col in zip(rows, ["phi_0", "phi_1", "phi_2", "phi_3"], strict=True):
+        assert_shows(row["final φ"], last[col])

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -377,8 +378,10 @@ def _examples_section(motivating: pd.DataFrame | None, minimal: MinimalTables | 
         traj = minimal.trajectory
         phi_cols = sorted(c for c in traj.columns if c.startswith("phi_"))
         final = minimal.final.get("phi")
-        if not isinstance(final, list) or len(final) != len(phi_cols):
-            final = [float(traj[c].iloc[-1]) for c in phi_cols]
+        usable = isinstance(final, list) and len(final) == len(phi_cols)
+        if not usable or not all(isinstance(v, int | float) and math.isfinite(v) for v in final):
+            finite = traj[np.isfinite(traj[phi_cols]).all(axis=1)]
+            final = [float(finite[c].iloc[-1]) if len(finite) else math.nan for c in phi_cols]
         target = [1.0] * (len(phi_cols) // 2) + [0.0] * (len(phi_cols) - len(phi_cols) // 2)
         steps = minimal.final.get("steps", int(traj["step"].max()))
         seed = minimal.final.get("seed", "?")
@@ -389,6 +392,14 @@ def _examples_section(motivating: pd.DataFrame | None, minimal: MinimalTables | 
                 "is φ = (1, 1, 0, 0)."
             )
         )
+        if minimal.final.get("diverged"):
+            sec.add(
+                Note(
+                    f"This run diverged at step {minimal.final.get('diverged_step')} "
+                    "(non-finite loss or φ) and stopped there; the final φ below is the "
+                    "last finite one logged."
+                )
+            )
         sec.add(
             Figure(
                 "fig-minimal",
