@@ -218,17 +218,36 @@ def study_times(records: list[BenchmarkRecord]) -> list[StudyTime]:
     ]
 
 
-def read_checksums(path: str | Path | None) -> dict[str, str]:
-    """The MNIST checksum file (file name → SHA-256); ``{}`` when ``path`` is None.
+def read_checksums(path: str | Path | None) -> list[dict[str, str]]:
+    """The MNIST checksum file as rows ``{"name", "sha256", "source"}``, sorted by name.
 
-    Raises ``ValueError`` naming the file when it is not a JSON object of strings.
+    Two layouts are read: a flat JSON object (file name → SHA-256), and the data rule's
+    record ``{"files": [{"name", "sha256", "source", ...}, ...], ...}``. ``path=None``
+    gives ``[]``. Anything else raises ``ValueError`` naming the file.
     """
     if path is None:
-        return {}
+        return []
     data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"{path}: expected a JSON object mapping file name to SHA-256")
-    return dict(sorted(data.items()))
+    rows: list[dict[str, str]] = []
+    if isinstance(data, dict) and isinstance(data.get("files"), list):
+        for entry in data["files"]:
+            if not isinstance(entry, dict) or "name" not in entry or "sha256" not in entry:
+                raise ValueError(f"{path}: each entry of 'files' needs 'name' and 'sha256'")
+            rows.append(
+                {
+                    "name": str(entry["name"]),
+                    "sha256": str(entry["sha256"]),
+                    "source": str(entry.get("source", "")),
+                }
+            )
+    elif isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
+        rows = [{"name": k, "sha256": v, "source": ""} for k, v in data.items()]
+    else:
+        raise ValueError(
+            f"{path}: expected a JSON object mapping file name to SHA-256, or one with a "
+            f"'files' list of {{name, sha256, source}}; found keys {list(data)[:5]}"
+        )
+    return sorted(rows, key=lambda r: r["name"])
 
 
 @dataclass(frozen=True)
@@ -242,7 +261,7 @@ class Provenance:
     machine: dict[str, str]
     benchmarks: list[BenchmarkRecord]
     studies: list[StudyTime]
-    checksums: dict[str, str]
+    checksums: list[dict[str, str]]
     start: dt.datetime | None
     end: dt.datetime
     devices: dict[str, list[str]] = field(default_factory=dict)

@@ -574,6 +574,6 @@ def _provenance_context(p: Provenance) -> dict[str, Any]:
                 for b in p.benchmarks
             ],
         ),
-        "checksums": sorted(p.checksums.items()),
+        "checksums": p.checksums,
         "devices": sorted(p.devices.items()),
     }
