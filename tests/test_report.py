@@ -461,3 +461,17 @@ def test_diverged_appendix_run_shows_its_last_finite_phi(tmp_path: Path) -> None
     rows = records(parse(html), "minimal-final")
     for row, col in zip(rows, ["phi_0", "phi_1", "phi_2", "phi_3"], strict=True):
         assert_shows(row["final φ"], last[col])
+
+
+def test_a_non_paper_cmnist_preset_is_said(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(FIXTURES, root)
+    runs = pd.read_csv(root / "cmnist/runs.csv")
+    runs["preset"] = "smoke"
+    runs.to_csv(root / "cmnist/runs.csv", index=False)
+    paths = {k: v for k, v in table_paths(root).items() if k.startswith(("cmnist", "mot"))}
+    build_report(paths, fixture_config(), REPO, root, tmp_path / "p.html", None)
+    html = (tmp_path / "p.html").read_text()
+    assert "Preset: smoke. This is not the paper&#39;s preset" in html
+    notes = [r["note"] for r in records(parse(html), "scorecard")]
+    assert len(notes) == 6 and all("preset smoke, not the paper" in n for n in notes)

@@ -211,6 +211,19 @@ def _anneal_steps(runs: pd.DataFrame) -> dict[str, float]:
     return {}
 
 
+def _preset_note(runs: pd.DataFrame) -> str:
+    if "preset" not in runs.columns:
+        return ""
+    presets = sorted(set(runs["preset"].astype(str)))
+    text = f" Preset: {', '.join(presets)}."
+    if presets != ["paper"]:
+        text += (
+            " This is not the paper's preset (fewer restarts, and for smoke runs fewer steps "
+            "and images); the scorecard still compares it with the paper, and says so."
+        )
+    return text
+
+
 def _cmnist_section(cm: CmnistTables) -> Section:
     acc = cm.accuracy
     published = {(p.method, p.metric): p for p in sc.PUBLISHED if p.study == "cmnist"}
@@ -222,6 +235,7 @@ def _cmnist_section(cm: CmnistTables) -> Section:
             "environments (colour-flip probability 0.2 and 0.1), test accuracy is on the third "
             "(0.9), reported separately, never averaged with train. "
             f"Diverged restarts: {n_div} (listed below, excluded from means)."
+            + _preset_note(cm.runs)
         )
     )
     rows = []
@@ -422,7 +436,8 @@ def _examples_section(motivating: pd.DataFrame | None, minimal: MinimalTables | 
     return top
 
 
-def _scorecard_table(scores: list[sc.Score]) -> Table:
+def _scorecard_table(scores: list[sc.Score], study_notes: dict[str, str]) -> Table:
+    """The scorecard; ``study_notes`` (study → text) is appended to that study's notes."""
     rows = []
     for s in scores:
         if s.status == "not run":
@@ -443,7 +458,7 @@ def _scorecard_table(scores: list[sc.Score]) -> Table:
             diff_fmt(s.difference),
             fmt(s.tolerance) if s.tolerance is not None else f.MISSING,
             s.status,
-            s.note,
+            "; ".join(n for n in (s.note, study_notes.get(p.study, "")) if n),
         ])  # fmt: skip
     return Table(
         "scorecard",
@@ -489,7 +504,12 @@ def build_context(
                 counts[block.kind] += 1
                 block.number = counts[block.kind]
 
-    scorecard = _scorecard_table(scores) if scores else None
+    study_notes = {}
+    if tables.cmnist is not None and "preset" in tables.cmnist.runs.columns:
+        presets = sorted(set(tables.cmnist.runs["preset"].astype(str)) - {"paper"})
+        if presets:
+            study_notes["cmnist"] = f"preset {', '.join(presets)}, not the paper's"
+    scorecard = _scorecard_table(scores, study_notes) if scores else None
     if scorecard is not None:
         scorecard.number = counts["table"] + 1
 
