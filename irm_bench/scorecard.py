@@ -232,8 +232,8 @@ def score(published: Published, ours: Ours | None) -> Score:
     if published.rule == "icp_pattern":
         same_band = icp_band(ours.mean) == icp_band(published.value)
         note = (
-            f"band: ours {ICP_BAND_NAMES[icp_band(ours.mean)]}, "
-            f"published {ICP_BAND_NAMES[icp_band(published.value)]}"
+            f"band {ICP_BAND_NAMES[icp_band(ours.mean)]} "
+            f"(published: {ICP_BAND_NAMES[icp_band(published.value)]})"
         )
         inside = inside or same_band
     return Score(published, ours, diff, tol, "yes" if inside else "no", note)

@@ -26,10 +26,10 @@ from irm_bench.report.tables import CmnistTables, MinimalTables, ReportTables, S
 
 METHOD_LABELS = figures.METHOD_LABELS
 METRIC_LABELS = {
-    "causal_error": "causal error",
-    "noncausal_error": "non-causal error",
-    "train_acc": "train acc. (%)",
-    "test_acc": "test acc. (%)",
+    "causal_error": "causal",
+    "noncausal_error": "non-causal",
+    "train_acc": "train %",
+    "test_acc": "test %",
 }
 
 
@@ -464,7 +464,8 @@ def _scorecard_table(scores: list[sc.Score], study_notes: dict[str, str]) -> Tab
         "scorecard",
         "One row per published number. Published: SEM from the reference code's committed "
         "results (no spread given), Colored MNIST from the paper's Table 1 (mean ± std). "
-        "Ours: mean ± std over non-diverged draws / restarts (n).",
+        "Ours: mean ± std over non-diverged draws / restarts (n). Metrics: mean causal and "
+        "non-causal coefficient error (SEM), train and test accuracy in % (Colored MNIST).",
         ["study", "setup", "method", "metric", "published", "ours", "n", "difference",
          "tolerance", "reproduced", "note"],
         rows,
@@ -508,7 +509,7 @@ def build_context(
     if tables.cmnist is not None and "preset" in tables.cmnist.runs.columns:
         presets = sorted(set(tables.cmnist.runs["preset"].astype(str)) - {"paper"})
         if presets:
-            study_notes["cmnist"] = f"preset {', '.join(presets)}, not the paper's"
+            study_notes["cmnist"] = f"preset {', '.join(presets)}"
     scorecard = _scorecard_table(scores, study_notes) if scores else None
     if scorecard is not None:
         scorecard.number = counts["table"] + 1
