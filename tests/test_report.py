@@ -475,3 +475,20 @@ def test_a_non_paper_cmnist_preset_is_said(tmp_path: Path) -> None:
     assert "Preset: smoke. This is not the paper&#39;s preset" in html
     notes = [r["note"] for r in records(parse(html), "scorecard")]
     assert len(notes) == 6 and all("preset smoke" in n for n in notes)
+
+
+def test_empty_sweeps_and_curves_are_said_not_drawn(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(FIXTURES, root)
+    for rel in (
+        "tables/sem_lambda_sweep.csv",
+        "tables/cmnist_lambda_sweep.csv",
+        "cmnist/curves.csv",
+    ):
+        frame = pd.read_csv(root / rel)
+        frame.iloc[:0].to_csv(root / rel, index=False)
+    build_report(table_paths(root), fixture_config(), REPO, root, tmp_path / "e.html", None)
+    html = (tmp_path / "e.html").read_text()
+    for what in ("IRMv1 λ sweep", "Colored MNIST λ sweep", "training curves"):
+        assert f"No {what} in this run" in html
+    assert html.count("<svg") == N_FIGURES - 3

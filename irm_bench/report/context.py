@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +85,14 @@ class Section:
         return out
 
 
+def _add_figure(sec: Section, frame: pd.DataFrame, what: str, build: Callable[[], Figure]) -> None:
+    """Add the figure ``build()`` draws, or a note when its table has no rows."""
+    if frame.empty:
+        sec.add(Note(f"No {what} in this run: its table has no rows."))
+    else:
+        sec.add(build())
+
+
 def _pm(mean: str, std: str) -> str:
     return mean if std == f.MISSING else f"{mean} ± {std}"
 
@@ -107,8 +116,11 @@ def _sem_section(sem: SemTables) -> Section:
             f"Diverged fits: {n_div} (counted per setup and method below, excluded from means)."
         )
     )
-    sec.add(
-        Figure(
+    _add_figure(
+        sec,
+        errors,
+        "SEM errors",
+        lambda: Figure(
             "fig-sem-errors",
             figures.to_svg(figures.plot_sem_errors(errors), "fsem"),
             "Figure 3 of the paper regenerated: mean causal (top) and non-causal (bottom) "
@@ -117,7 +129,7 @@ def _sem_section(sem: SemTables) -> Section:
             "standard deviation over draws (lower ends clipped at 10⁻⁶, the floor of the log "
             "axis, where zero errors are drawn). Black ticks: the reference code's means over "
             "200 draws.",
-        )
+        ),
     )
     rows = []
     for _, r in errors.iterrows():
@@ -158,14 +170,17 @@ def _sem_section(sem: SemTables) -> Section:
     )
     sweep = sem.lambda_sweep.sort_values(["setup", "lambda"], kind="stable")
     sweep_draws = ", ".join(map(str, sorted(set(sweep["n_draws"].astype(int)))))
-    sec.add(
-        Figure(
+    _add_figure(
+        sec,
+        sweep,
+        "IRMv1 λ sweep",
+        lambda: Figure(
             "fig-sem-sweep",
             figures.to_svg(figures.plot_sem_lambda_sweep(sweep), "fsweep"),
             "IRMv1 causal and non-causal error at every λ of the grid (not only the selected "
             f"one), mean over {sweep_draws} SEM draws per setup with ± one standard deviation "
             "shaded; diverged fits excluded. λ = (1 − reg)/reg; ∞ is reg = 0.",
-        )
+        ),
     )
     sec.add(
         Table(
@@ -272,15 +287,18 @@ def _cmnist_section(cm: CmnistTables) -> Section:
     )  # fmt: skip
     sweep = cm.lambda_sweep.sort_values("lambda")
     restarts = ", ".join(map(str, sorted(set(sweep["n_restarts"].astype(int)))))
-    sec.add(
-        Figure(
+    _add_figure(
+        sec,
+        sweep,
+        "Colored MNIST λ sweep",
+        lambda: Figure(
             "fig-cmnist-sweep",
             figures.to_svg(figures.plot_cmnist_lambda_sweep(sweep), "fcsweep"),
             "IRMv1 train and test accuracy against the penalty weight λ (the paper's other "
             f"IRMv1 hyper-parameters), mean over {restarts} restarts per λ with ± one "
             "standard deviation as error bars; diverged restarts excluded. λ = 0 is IRMv1 "
             "without its penalty.",
-        )
+        ),
     )
     sec.add(
         Table(
@@ -301,8 +319,11 @@ def _cmnist_section(cm: CmnistTables) -> Section:
     curves = curves[curves["study"] == study]
     anneal = _anneal_steps(cm.runs)
     n_curve = curves.groupby("method")["restart"].nunique()
-    sec.add(
-        Figure(
+    _add_figure(
+        sec,
+        curves,
+        "training curves",
+        lambda: Figure(
             "fig-cmnist-curves",
             figures.to_svg(figures.plot_cmnist_curves(curves, anneal), "fcurves"),
             f"Training curves of the {study} runs: per-environment accuracy, risk and penalty "
@@ -317,7 +338,7 @@ def _cmnist_section(cm: CmnistTables) -> Section:
                 if anneal
                 else "No anneal step is recorded in runs.csv."
             ),
-        )
+        ),
     )
     div = cm.runs[cm.runs["diverged"]]
     sec.add(
