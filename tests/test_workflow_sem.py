@@ -43,10 +43,13 @@ def test_dry_run_of_the_default_protocol_plans_one_job_per_setup(repo_root, tmp_
     cfg = _config(repo_root, tmp_path, base="config.yaml")
     out = _snakemake(repo_root, "-n", "--configfile", str(cfg))
     assert out.returncode == 0, out.stderr
-    counts = dict(
-        line.split()[:2] for line in out.stdout.splitlines() if line.strip().startswith(
-            ("sem_", "minimal_"))
-    )  # fmt: skip
+    # The "Job stats" table: "<rule> <count>" lines.
+    stats = [line.split() for line in out.stdout.splitlines()]
+    counts = {
+        row[0]: row[1]
+        for row in stats
+        if len(row) == 2 and row[1].isdigit() and row[0].startswith(("sem_", "minimal_"))
+    }
     assert counts == {
         "sem_fit": "8", "sem_aggregate": "1", "sem_figures": "1",
         "minimal_train": "1", "minimal_figure": "1",

@@ -23,6 +23,8 @@ rule minimal_train:
         f"{LOGS}/minimal_train.log",
     benchmark:
         f"{BENCH}/minimal_train.tsv"
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=max(10, MINIMAL["steps"] // 1000),
@@ -48,6 +50,8 @@ rule minimal_figure:
         f"{LOGS}/minimal_figure.log",
     benchmark:
         f"{BENCH}/minimal_figure.tsv"
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=10,

@@ -24,10 +24,17 @@ SEM_TARGETS = (
 )
 
 
-def sem_fit_runtime(wildcards):
-    """Scheduler time limit (minutes): ~2 us per model-step, five-fold margin."""
-    models = SEM["draws_per_job"] * len(SEM["irmv1"]["reg_grid"])
-    return max(10, int(models * SEM["irmv1"]["steps"] * 2e-6 * 5 / 60))
+# Scheduler time limit (minutes) of one sem_fit job: ~2 us per model-step, 5x margin.
+SEM_FIT_RUNTIME = max(
+    10,
+    int(
+        SEM["draws_per_job"]
+        * len(SEM["irmv1"]["reg_grid"])
+        * SEM["irmv1"]["steps"]
+        * 1e-5
+        / 60
+    ),
+)
 
 
 wildcard_constraints:
@@ -44,9 +51,11 @@ rule sem_fit:
         f"{LOGS}/sem_fit_{{setup}}_{{chunk}}.log",
     benchmark:
         f"{BENCH}/sem_fit_{{setup}}_{{chunk}}.tsv"
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
-        runtime=sem_fit_runtime,
+        runtime=SEM_FIT_RUNTIME,
         mem_mb=2000,
         gpu=TRAIN_GPUS,
     params:
@@ -94,6 +103,8 @@ rule sem_aggregate:
         f"{LOGS}/sem_aggregate.log",
     benchmark:
         f"{BENCH}/sem_aggregate.tsv"
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=10,
@@ -124,6 +135,8 @@ rule sem_figures:
         f"{LOGS}/sem_figures.log",
     benchmark:
         f"{BENCH}/sem_figures.tsv"
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=10,
