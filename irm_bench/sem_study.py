@@ -22,7 +22,7 @@ import torch
 from irm_bench.envs.moments import LinearMoments
 from irm_bench.envs.sem import SETUP_CODES, ChainSEM, SEMSetup, causal_noncausal_errors
 from irm_bench.methods import build_method
-from irm_bench.methods.base import LinearFit
+from irm_bench.methods.base import LinearFit, hparams_from_mapping
 from irm_bench.methods.icp import ICPConfig
 from irm_bench.methods.irm_linear import IRMv1Config, penalty_weight_lambda
 from irm_bench.seeds import derive_seed, numpy_generator
@@ -57,18 +57,11 @@ class SEMStudyConfig:
     def from_mapping(cls, section: Mapping[str, Any], device: str = "cpu") -> SEMStudyConfig:
         """Build from the validated ``sem`` config section (``enabled`` is ignored)."""
         values = {k: v for k, v in section.items() if k != "enabled"}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown key 'sem.{unknown[0]}'; accepted: {', '.join(sorted(known))}"
-            )
-        irm = dict(values.pop("irmv1", {}))
-        return cls(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k != "icp"},
-            icp=ICPConfig(**values.get("icp", {})),
-            irmv1=IRMv1Config(**irm, device=device),
-        )
+        icp = hparams_from_mapping(ICPConfig, values.pop("icp", {}), "sem.icp")
+        irm = {**values.pop("irmv1", {}), "device": device}
+        irmv1 = hparams_from_mapping(IRMv1Config, irm, "sem.irmv1")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return hparams_from_mapping(cls, {**values, "icp": icp, "irmv1": irmv1}, "sem")
 
     @property
     def n_chunks(self) -> int:

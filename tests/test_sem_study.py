@@ -102,3 +102,10 @@ def test_results_do_not_depend_on_how_draws_are_split_into_jobs():
         second.loc[~closed_form, "causal_error"], alone.loc[~closed_form, "causal_error"],
         rtol=1e-4,
     )  # fmt: skip
+
+
+def test_study_config_names_unknown_keys():
+    with pytest.raises(ValueError, match=r"'sem\.irmv1\.stepz' \(did you mean 'steps'"):
+        SEMStudyConfig.from_mapping({"irmv1": {"stepz": 3}})
+    config = SEMStudyConfig.from_mapping({"enabled": True, "n_draws": 5, "draws_per_job": 2})
+    assert [list(config.chunk_draws(c)) for c in range(config.n_chunks)] == [[0, 1], [2, 3], [4]]

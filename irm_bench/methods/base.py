@@ -88,7 +88,7 @@ def hparams_from_mapping(cls: type, values: Mapping[str, Any], where: str) -> An
         hint = difflib.get_close_matches(key, known, n=1)
         did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
         raise ValueError(
-            f"unknown hyper-parameter '{where}.{key}'{did_you_mean}; accepted: {', '.join(known)}"
+            f"unknown key '{where}.{key}'{did_you_mean}; accepted: {', '.join(known)}"
         )
     return cls(**values)
 
