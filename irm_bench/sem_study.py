@@ -1,0 +1,285 @@
+"""The linear SEM study of the IRM paper (Section 5.1, Figure 3): one job's worth.
+
+A job fits every configured method on a contiguous block of SEM draws of one setup.
+Each draw gets its own SEM (weights and scramble) and samples, seeded by
+``derive_seed(study="sem", setup, draw, seed)``; the methods see only the draws'
+per-environment moments. Results come back as two tidy frames: one row per
+(draw, method, grid point) with causal / non-causal errors, and the coefficients in the
+unscrambled basis ``S @ w_hat``, one row per coordinate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from irm_bench.envs.moments import LinearMoments
+from irm_bench.envs.sem import SETUP_CODES, ChainSEM, SEMSetup, causal_noncausal_errors
+from irm_bench.methods import build_method
+from irm_bench.methods.base import LinearFit, hparams_from_mapping
+from irm_bench.methods.icp import ICPConfig
+from irm_bench.methods.irm_linear import IRMv1Config, penalty_weight_lambda
+from irm_bench.seeds import derive_seed, numpy_generator
+
+PROTOCOL = "irm-paper-sem"
+
+
+@dataclass(frozen=True)
+class SEMStudyConfig:
+    """The ``sem`` section of the workflow config (see ``config.yaml`` for each key)."""
+
+    setups: tuple[str, ...] = SETUP_CODES
+    n_draws: int = 200
+    draws_per_job: int = 200
+    n_per_env: int = 1000
+    env_scales: tuple[float, ...] = (0.2, 2.0, 5.0)
+    dim: int = 10
+    seed: int = 0
+    methods: tuple[str, ...] = ("erm", "icp", "irmv1")
+    icp: ICPConfig = field(default_factory=ICPConfig)
+    irmv1: IRMv1Config = field(default_factory=IRMv1Config)
+
+    def __post_init__(self) -> None:
+        for code in self.setups:
+            SEMSetup.from_code(code)
+        if len(self.env_scales) < 3:
+            raise ValueError("sem.env_scales needs >= 3 environments (train on all but last)")
+        if self.n_draws < 1 or self.draws_per_job < 1 or self.n_per_env < 2:
+            raise ValueError("sem.n_draws, sem.draws_per_job must be >= 1, n_per_env >= 2")
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any], device: str = "cpu") -> SEMStudyConfig:
+        """Build from the validated ``sem`` config section (``enabled`` is ignored)."""
+        values = {k: v for k, v in section.items() if k != "enabled"}
+        icp = hparams_from_mapping(ICPConfig, values.pop("icp", {}), "sem.icp")
+        irm = {**values.pop("irmv1", {}), "device": device}
+        irmv1 = hparams_from_mapping(IRMv1Config, irm, "sem.irmv1")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return hparams_from_mapping(cls, {**values, "icp": icp, "irmv1": irmv1}, "sem")
+
+    @property
+    def n_chunks(self) -> int:
+        """Jobs per setup."""
+        return -(-self.n_draws // self.draws_per_job)
+
+    def chunk_draws(self, chunk: int) -> range:
+        """The draw indices of job ``chunk`` (``0 <= chunk < n_chunks``)."""
+        if not 0 <= chunk < self.n_chunks:
+            raise ValueError(f"chunk must lie in [0, {self.n_chunks}), found {chunk}")
+        start = chunk * self.draws_per_job
+        return range(start, min(start + self.draws_per_job, self.n_draws))
+
+
+def draw_seed(setup: str, draw: int, seed: int) -> int:
+    """The seed of one SEM draw (weights, scramble and samples)."""
+    return derive_seed(study="sem", setup=setup, draw=int(draw), seed=int(seed))
+
+
+def draw_environments(
+    setup: str, draw: int, config: SEMStudyConfig
+) -> tuple[ChainSEM, list[tuple[np.ndarray, np.ndarray]], int]:
+    """Draw one SEM and its environments' samples; returns ``(sem, [(X, y)], seed)``."""
+    seed = draw_seed(setup, draw, config.seed)
+    rng = numpy_generator(seed)
+    sem = ChainSEM.draw(setup, config.dim, rng)
+    return sem, [sem.sample(config.n_per_env, e, rng) for e in config.env_scales], seed
+
+
+def _fit_rows(
+    method: str,
+    fit: LinearFit,
+    moments: LinearMoments,
+    scrambles: np.ndarray,
+    solution: np.ndarray,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per (draw, grid point) columns and the unscrambled coefficients ``(D, G, d)``."""
+    unscrambled = np.einsum("nij,ngj->ngi", scrambles, fit.coefficients)
+    causal, noncausal = causal_noncausal_errors(unscrambled, solution)
+    val = moments.envs([moments.n_envs - 1])
+    val_mse = val.mse(fit.coefficients)[..., 0]
+    n_draws, n_grid = causal.shape
+    selected = np.arange(n_grid)[None, :] == fit.selected[:, None]
+    cols = {
+        "method": np.full((n_draws, n_grid), method, dtype=object),
+        "grid_index": np.broadcast_to(np.arange(n_grid), (n_draws, n_grid)),
+        "selected": selected,
+        "causal_error": causal,
+        "noncausal_error": noncausal,
+        "val_mse": val_mse,
+        "diverged": fit.diverged,
+        "diverged_step": fit.diverged_step,
+    }
+    return cols, unscrambled
+
+
+def run_sem_job(
+    config: SEMStudyConfig, setup: str, draws: Sequence[int]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Fit every configured method on ``draws`` of ``setup``.
+
+    Returns
+    -------
+    draws_frame
+        One row per (draw, method, grid point): protocol, setup, draw, seed, method, reg,
+        lambda, selected, causal_error, noncausal_error, val_mse (last environment),
+        diverged, diverged_step (``<NA>`` unless diverged).
+    coefficients_frame
+        Long form: protocol, setup, draw, method, reg, lambda, selected, index,
+        coefficient (unscrambled basis), true_coefficient.
+    timings
+        Seconds spent per phase (``data``, each method).
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    sems, seeds, full, even, odd = [], [], [], [], []
+    split = config.irmv1.penalty_estimator == "split" and "irmv1" in config.methods
+    for draw in draws:
+        sem, envs, seed = draw_environments(setup, draw, config)
+        sems.append(sem)
+        seeds.append(seed)
+        full.append(LinearMoments.from_samples(envs))
+        if split:
+            even.append(LinearMoments.from_samples(envs, rows="even"))
+            odd.append(LinearMoments.from_samples(envs, rows="odd"))
+    moments = LinearMoments.stack(full)
+    halves = (LinearMoments.stack(even), LinearMoments.stack(odd)) if split else None
+    scrambles = np.stack([s.scramble for s in sems])
+    solution = sems[0].solution()
+    timings["data"] = time.perf_counter() - start
+
+    row_parts, coef_parts = [], []
+    for name in config.methods:
+        start = time.perf_counter()
+        method = build_method(name, config)
+        fit = method.fit(moments, halves)
+        timings[name] = time.perf_counter() - start
+        cols, unscrambled = _fit_rows(name, fit, moments, scrambles, solution)
+        n_draws, n_grid = unscrambled.shape[:2]
+        reg = np.array([np.nan if g is None else g for g in fit.grid], dtype=float)
+        lam = np.array([np.nan if g is None else penalty_weight_lambda(g) for g in fit.grid])
+        frame = pd.DataFrame({k: np.asarray(v).reshape(-1) for k, v in cols.items()})
+        frame.insert(0, "draw", np.repeat(np.asarray(draws), n_grid))
+        frame.insert(1, "seed", np.repeat(np.asarray(seeds, dtype=np.int64), n_grid))
+        frame["reg"] = reg[frame["grid_index"]]
+        frame["lambda"] = lam[frame["grid_index"]]
+        row_parts.append(frame)
+        d = unscrambled.shape[-1]
+        coef = pd.DataFrame(
+            {
+                "draw": np.repeat(np.asarray(draws), n_grid * d),
+                "method": name,
+                "reg": np.tile(np.repeat(reg, d), n_draws),
+                "lambda": np.tile(np.repeat(lam, d), n_draws),
+                "selected": np.repeat(cols["selected"].reshape(-1), d),
+                "index": np.tile(np.arange(d), n_draws * n_grid),
+                "coefficient": unscrambled.reshape(-1),
+                "true_coefficient": np.tile(solution, n_draws * n_grid),
+            }
+        )
+        coef_parts.append(coef)
+
+    rows = pd.concat(row_parts, ignore_index=True)
+    rows.insert(0, "protocol", PROTOCOL)
+    rows.insert(1, "setup", setup)
+    rows["diverged_step"] = rows["diverged_step"].where(rows["diverged"]).astype("Int64")
+    rows = rows[
+        [
+            "protocol", "setup", "draw", "seed", "method", "reg", "lambda", "selected",
+            "causal_error", "noncausal_error", "val_mse", "diverged", "diverged_step",
+        ]
+    ]  # fmt: skip
+    coefs = pd.concat(coef_parts, ignore_index=True)
+    coefs.insert(0, "protocol", PROTOCOL)
+    coefs.insert(1, "setup", setup)
+    return rows, coefs, timings
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads (the Snakemake rule's ``threads``)."""
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def provenance(section: Mapping[str, Any], device: str) -> dict[str, Any]:
+    """Git commit, package versions, device and a hash of the config section."""
+    import hashlib
+    import json
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    import scipy
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    return {
+        "git_commit": commit,
+        "config_sha256": hashlib.sha256(blob).hexdigest(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "pandas": pd.__version__,
+        },
+    }
+
+
+def run_sem_job_to_files(
+    section: Mapping[str, Any],
+    device: str,
+    setup: str,
+    chunk: int,
+    draws_csv: str,
+    coefficients_csv: str,
+    info_json: str,
+    threads: int = 1,
+) -> None:
+    """Run job ``chunk`` of ``setup`` and write its three files atomically.
+
+    ``section`` is the validated ``sem`` config section; ``device`` the config's
+    ``device`` value (``auto``, ``cpu`` or ``cuda``).
+    """
+    import logging
+
+    from irm_bench.devices import resolve_device
+    from irm_bench.io import write_csv, write_json
+
+    set_threads(threads)
+    resolved = str(resolve_device(device))
+    config = SEMStudyConfig.from_mapping(section, device=resolved)
+    draws = list(config.chunk_draws(int(chunk)))
+    log = logging.getLogger("irm_bench.sem")
+    log.info("setup %s chunk %s: draws %d..%d on %s", setup, chunk, draws[0], draws[-1], resolved)
+    rows, coefs, timings = run_sem_job(config, setup, draws)
+    log.info("timings (s): %s", timings)
+    n_div = int(rows["diverged"].sum())
+    if n_div:
+        log.warning("%d fits diverged (recorded with diverged=True)", n_div)
+    write_csv(rows, draws_csv)
+    write_csv(coefs, coefficients_csv)
+    info = {
+        "protocol": PROTOCOL,
+        "setup": setup,
+        "chunk": int(chunk),
+        "draws": draws,
+        "timings_s": timings,
+        "provenance": provenance(section, resolved),
+    }
+    write_json(info, info_json)
