@@ -18,7 +18,10 @@ $(BIN)/activate: pyproject.toml constraints-cpu.txt
 
 venv: $(BIN)/activate
 
+# A run killed hard (SIGKILL, power loss) leaves Snakemake's lock behind; it is
+# cleared only when no Snakemake runs here, then the run resumes (rerun-incomplete).
 run: venv
+	$(BIN)/python -m irm_bench.locks
 	$(BIN)/snakemake --cores $(CORES)
 
 lint: venv
