@@ -19,7 +19,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = (
+    Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+)
 
 
 class ConfigError(ValueError):

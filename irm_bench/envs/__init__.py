@@ -1,0 +1,1 @@
+"""Environment families: data generators for the studies of the IRM paper."""
