@@ -12,11 +12,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from irm_bench.cmnist.presets import PAPER_LAMBDA  # noqa: E402
-from irm_bench.io import save_figure  # noqa: E402
+from irm_bench.cmnist.presets import PAPER_LAMBDA
+from irm_bench.io import save_figure
 
 #: IRM paper, Table 1: (train mean, train std, test mean, test std), in %.
 PUBLISHED_TABLE1 = {

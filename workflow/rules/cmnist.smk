@@ -46,9 +46,6 @@ def cmnist_train_minutes(wildcards):
 rule cmnist_data:
     output:
         f"{RESULTS}/data/mnist_checksums.json",
-    params:
-        cache_dir=CMNIST["cache_dir"],
-        local_source=cmnist_local_source(),
     log:
         f"{LOGS}/cmnist_data.log",
     benchmark:
@@ -57,6 +54,9 @@ rule cmnist_data:
     resources:
         runtime=30,
         mem_mb=1000,
+    params:
+        cache_dir=CMNIST["cache_dir"],
+        local_source=cmnist_local_source(),
     script:
         "../scripts/cmnist_data.py"
 
@@ -67,20 +67,20 @@ rule cmnist_train:
     output:
         runs=f"{CMNIST_DIR}/jobs/{{job}}/runs.csv",
         curves=f"{CMNIST_DIR}/jobs/{{job}}/curves.csv",
-    wildcard_constraints:
-        job="|".join(re.escape(j) for j in CMNIST_JOBS) or "no-cmnist-job",
-    params:
-        cmnist=CMNIST,
-        device=config["device"],
     log:
         f"{LOGS}/cmnist_train_{{job}}.log",
     benchmark:
         f"{BENCH}/cmnist_train_{{job}}.tsv"
+    wildcard_constraints:
+        job="|".join(re.escape(j) for j in CMNIST_JOBS) or "no-cmnist-job",
     threads: min(workflow.cores, 16)
     resources:
         runtime=cmnist_train_minutes,
         mem_mb=4000,
         gpu=TRAIN_GPUS,
+    params:
+        cmnist=CMNIST,
+        device=config["device"],
     script:
         "../scripts/cmnist_train.py"
 
