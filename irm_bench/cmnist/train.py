@@ -132,9 +132,6 @@ def train_stacked(
         if bool(bad.any()):
             diverged_step[bad.cpu().numpy()] = step
             active &= ~bad
-            with torch.no_grad():
-                for p in params:
-                    p[~active] = 0.0
         if logged:
             with torch.no_grad():
                 test_metrics = env_metrics(model.logits(test.x), test, with_grad=False)
@@ -151,6 +148,9 @@ def train_stacked(
             for p in params:
                 p.grad[~active] = 0.0
         optimizer.step()
+        with torch.no_grad():  # stopped restarts: no NaN left to propagate
+            for p in params:
+                p[~active] = 0.0
     bar.close()
     seconds = time.perf_counter() - start
     for p in params:
