@@ -340,14 +340,17 @@ def fetch_mnist(
     cache.mkdir(parents=True, exist_ok=True)
     sources = default_sources(local_source) if sources is None else list(sources)
     records = []
-    with filelock.FileLock(str(cache / ".fetch.lock"), timeout=lock_timeout_s):
+    with (
+        filelock.FileLock(str(cache / ".fetch.lock"), timeout=lock_timeout_s),
+        tempfile.TemporaryDirectory(prefix=".fetch.", dir=cache) as tmp,
+    ):
         for name in names:
             spec = _spec(name)
             target = cache / spec.name
             if target.is_file() and sha256_of(target) == spec.sha256:
                 records.append(FetchRecord(spec.name, spec.sha256, str(target), "cache"))
                 continue
-            records.append(_fetch_one(spec, target, sources))
+            records.append(_fetch_one(spec, target, sources, Path(tmp)))
     return records
 
 
@@ -358,29 +361,31 @@ def _spec(name: str) -> MnistFile:
         raise KeyError(f"unknown MNIST file {name!r}; known: {', '.join(MNIST_FILES)}") from None
 
 
-def _fetch_one(spec: MnistFile, target: Path, sources: Sequence[_Source]) -> FetchRecord:
+def _fetch_one(
+    spec: MnistFile, target: Path, sources: Sequence[_Source], work: Path
+) -> FetchRecord:
+    """Try ``sources`` in order; move the first verified copy onto ``target``."""
     failures = []
     if target.is_file():
         failures.append(
             f"cached copy {target}: SHA-256 mismatch (expected {spec.sha256}, found "
             f"{sha256_of(target)}); replacing it only with a verified copy"
         )
-    with tempfile.TemporaryDirectory(prefix=".fetch.", dir=target.parent) as tmp:
-        work = Path(tmp)
-        for source in sources:
+    for source in sources:
+        candidate = work / f"{spec.name}.candidate"
+        try:
+            got = source.get(spec, work)
             try:
-                got = source.get(spec, work)
-                candidate = work / f"{spec.name}.candidate"
-                try:
-                    _decompress_into(got, candidate)
-                except (OSError, EOFError) as err:
-                    raise MnistError(f"{spec.name} from {source.label}: {err}") from err
-                _verify(candidate, spec, f"{source.label} ({got})")
-            except MnistError as err:
-                failures.append(str(err))
-                continue
-            os.replace(candidate, target)
-            return FetchRecord(spec.name, spec.sha256, str(target), source.label)
+                _decompress_into(got, candidate)
+            except (OSError, EOFError) as err:
+                raise MnistError(f"{spec.name} from {source.label}: {err}") from err
+            _verify(candidate, spec, f"{source.label} ({got})")
+        except MnistError as err:
+            failures.append(str(err))
+            candidate.unlink(missing_ok=True)
+            continue
+        os.replace(candidate, target)  # same folder: atomic, and only after verification
+        return FetchRecord(spec.name, spec.sha256, str(target), source.label)
     raise MnistError(
         f"could not obtain a verified copy of {spec.name} (expected SHA-256 {spec.sha256}):\n  "
         + "\n  ".join(failures)
