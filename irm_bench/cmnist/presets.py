@@ -205,6 +205,11 @@ class TrainJob:
         """Restarts trained by the job (the most either study needs)."""
         return max(self.table1_restarts, self.sweep_restarts)
 
+    def cpu_minutes(self) -> int:
+        """Generous runtime estimate on 2 CPU cores (scheduler ``runtime``), in minutes."""
+        per_step_s = 6e-11 * 50_000 * self.hparams.hidden_dim * (196 + self.hparams.hidden_dim)
+        return 5 + math.ceil(self.restarts * self.hparams.steps * per_step_s / 60)
+
     def studies(self) -> dict[str, int]:
         """Study name → restarts used, for the studies this job belongs to."""
         out = {"table1": self.table1_restarts, "sweep": self.sweep_restarts}

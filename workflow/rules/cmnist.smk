@@ -30,19 +30,6 @@ else:
     CMNIST_TARGETS = []
 
 
-def cmnist_local_source():
-    """The local MNIST folder, relative paths taken from the Snakefile's folder."""
-    src = CMNIST["local_source"]
-    return None if src is None else str(Path(workflow.basedir) / src)
-
-
-def cmnist_train_minutes(wildcards):
-    """Rough CPU runtime of a training job (minutes), for schedulers."""
-    job = CMNIST_PLAN.jobs[wildcards.job]
-    per_restart = {"irmv1": 12, "erm": 6, "grayscale": 1}[job.method]
-    return 5 + per_restart * job.restarts
-
-
 rule cmnist_data:
     output:
         f"{RESULTS}/data/mnist_checksums.json",
@@ -56,7 +43,12 @@ rule cmnist_data:
         mem_mb=1000,
     params:
         cache_dir=CMNIST["cache_dir"],
-        local_source=cmnist_local_source(),
+        # relative paths are taken from the folder holding the Snakefile
+        local_source=(
+            None
+            if CMNIST["local_source"] is None
+            else str(Path(workflow.basedir) / CMNIST["local_source"])
+        ),
     script:
         "../scripts/cmnist_data.py"
 
@@ -75,7 +67,7 @@ rule cmnist_train:
         job="|".join(re.escape(j) for j in CMNIST_JOBS) or "no-cmnist-job",
     threads: min(workflow.cores, 16)
     resources:
-        runtime=cmnist_train_minutes,
+        runtime=lambda wc: CMNIST_PLAN.jobs[wc.job].cpu_minutes(),
         mem_mb=4000,
         gpu=TRAIN_GPUS,
     params:
