@@ -28,6 +28,7 @@ def test_cmnist_branch_end_to_end(repo_root, mnist_source, tmp_path):
             "cache_dir": str(tmp_path / "mnist"),
             "max_train_per_env": 500,
             "log_every": 5,
+            "restarts_per_chunk": 2,  # Table 1 jobs train their 2 restarts stacked
         },
     }
     overlay = tmp_path / "overrides.yaml"
