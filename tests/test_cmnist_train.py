@@ -191,6 +191,8 @@ def test_plan_names_lambdas_by_index_and_shares_the_paper_point():
     assert custom.lambdas == (0.5, PAPER_LAMBDA)
     assert custom.jobs["irmv1-lam01"].studies() == {"table1": 3}
     assert custom.jobs["irmv1-lam00"].studies() == {"sweep": 2}
+    short = build_plan({"preset": "default", "steps": 7})
+    assert {j.hparams.steps for j in short.jobs.values()} == {7}
     with pytest.raises(KeyError, match="did you mean 'paper'"):
         get_preset("papr")
 

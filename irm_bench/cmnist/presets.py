@@ -250,7 +250,12 @@ def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
     unknown = [m for m in methods if m not in preset.hparams]
     if unknown:
         raise KeyError(f"cmnist.methods: unknown {unknown}; known: {', '.join(preset.hparams)}")
-    irm = preset.hparams["irmv1"]
+    hparams = dict(preset.hparams)
+    if cmnist.get("steps") is not None:
+        hparams = {
+            m: dataclasses.replace(h, steps=int(cmnist["steps"])) for m, h in hparams.items()
+        }
+    irm = hparams["irmv1"]
     lambdas = set(grid) if sweep_restarts else set()
     if "irmv1" in methods:
         lambdas.add(irm.penalty_weight)
@@ -258,7 +263,7 @@ def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
     jobs: dict[str, TrainJob] = {}
     for method in methods:
         if method != "irmv1":
-            jobs[method] = TrainJob(method, method, preset.hparams[method], None, restarts, 0)
+            jobs[method] = TrainJob(method, method, hparams[method], None, restarts, 0)
     for index, lam in enumerate(lambdas):
         name = f"irmv1-{lambda_name(index)}"
         in_table1 = "irmv1" in methods and lam == irm.penalty_weight
