@@ -71,6 +71,8 @@ def plot_lambda_sweep(
                label="paper IRMv1 (train, test)")  # fmt: skip
     _reference_lines(ax)
     ax.set_xscale("symlog", linthresh=1.0)
+    top = max([PAPER_LAMBDA, *sweep["lambda"].tolist()])
+    ax.set_xlim(-0.5, 3 * top)  # no negative decades; room for the rightmost point
     ax.set_xlabel("penalty weight λ")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
