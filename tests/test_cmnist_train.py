@@ -46,7 +46,7 @@ def _envs(seed: int, n: int = 64) -> dict[str, ColoredMnistEnv]:
 
 
 def _small(method: str, **changes) -> MethodHparams:
-    return dataclasses.replace(PAPER_HPARAMS[method], hidden_dim=16, **changes)
+    return dataclasses.replace(PAPER_HPARAMS[method], **{"hidden_dim": 16, **changes})
 
 
 def _our_loss(model, packed, hp, step):
@@ -220,3 +220,20 @@ def test_summarise_golden(tmp_path):
     assert sweep["test_acc_mean"].tolist() == pytest.approx([0.7])
     assert sweep["test_acc_std"].tolist() == pytest.approx([0.1])
     assert sweep["lambda_index"].tolist() == [1]
+
+
+def test_hidden_width_padding_is_exact():
+    """h = 13 stored as 16: padded units stay exactly 0 and the logits match h = 13."""
+    per_restart = [_envs(10)]
+    train, test = pack_envs(per_restart, TRAIN_ENVS), pack_envs(per_restart, ("test",))
+    hp = _small("irmv1", hidden_dim=13, steps=6, penalty_anneal_steps=2, penalty_weight=1e3)
+    padded, plain = init_mlp([4], 13, False), init_mlp([4], 13, False, pad_to=1)
+    assert padded.w2.shape == (1, 16, 16) and plain.w2.shape == (1, 13, 13)
+    torch.testing.assert_close(padded.w2[:, :13, :13], plain.w2, rtol=0, atol=0)
+    a = train_stacked(padded, train, test, hp, log_every=1)
+    b = train_stacked(plain, train, test, hp, log_every=1)
+    for p in (padded.w1[..., 13:], padded.b1[:, 13:], padded.w2[:, 13:], padded.w2[..., 13:],
+              padded.b2[:, 13:], padded.w3[:, 13:]):  # fmt: skip
+        assert p.abs().max() == 0
+    torch.testing.assert_close(padded.w2[:, :13, :13], plain.w2, rtol=1e-5, atol=1e-6)
+    assert a.final["test_risk"][0] == pytest.approx(b.final["test_risk"][0], rel=1e-5)
