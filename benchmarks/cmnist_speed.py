@@ -1,0 +1,153 @@
+"""Colored MNIST step time: ours vs a straightforward autograd step vs the matmul ceiling.
+
+In one run, on the same data (real MNIST, full 25,000 images per training environment):
+
+1. the fp32 matmul ceiling (GFLOP/s) of this machine, best of a few large products;
+2. our training step (colour-split first layer, closed-form IRMv1 penalty);
+3. a reference-style step (two-channel 392-wide input, penalty by autograd with
+   ``create_graph=True``, i.e. a double backward), as the public reference code does it;
+
+interleaved so that load from other processes hits both alike. Prints achieved GFLOP/s,
+the fraction of the ceiling, the speed-up, and the implied time of the full ``paper``
+preset against its structural bound (its matmul FLOPs at the ceiling).
+
+Usage: ``PYTHONPATH=. python benchmarks/cmnist_speed.py --mnist-source ../shared/data/mnist``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+
+import torch
+
+from irm_bench.cmnist.model import N_PIXELS, env_metrics, init_mlp, pack_envs
+from irm_bench.cmnist.penalties import irmv1_penalty_autograd
+from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams
+from irm_bench.cmnist.reference import ReferenceMLP, reference_loss
+from irm_bench.cmnist.train import keep_freed_memory
+from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
+from irm_bench.mnist import fetch_mnist, load_mnist_train
+
+
+def matmul_ceiling(repeats: int = 3) -> float:
+    """Best fp32 GFLOP/s over a square product and the study's largest layer shape."""
+    best = 0.0
+    for m, k, n in ((4096, 4096, 4096), (50_000, 390, 390)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def step_flops(n: int, h: int, d_in: int) -> float:
+    """Matmul FLOPs of one training step on n samples with first-layer width d_in.
+
+    Forward 2n(d_in·h + h² + h); backward: weight gradients (same again) and input
+    gradients of layers 2 and 3, 2n(h² + h). Elementwise work is not counted.
+    """
+    fwd = 2 * n * (d_in * h + h * h + h)
+    return fwd + fwd + 2 * n * (h * h + h)
+
+
+def forward_flops(n: int, h: int, d_in: int) -> float:
+    """Matmul FLOPs of one forward pass."""
+    return 2 * n * (d_in * h + h * h + h)
+
+
+def our_step(model, train, hp: MethodHparams, step: int) -> None:
+    """One step of our loss (as in irm_bench.cmnist.train), backward included."""
+    lam_t = hp.penalty_weight_at(step)
+    m = env_metrics(model.logits(train.x), train, with_grad=lam_t > 0)
+    loss = m.risk.mean(1) + hp.l2_weight * model.squared_norm()
+    if lam_t > 0:
+        loss = loss + lam_t * m.penalty.mean(1)
+    if lam_t > 1:
+        loss = loss / lam_t
+    loss.sum().backward()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mnist-source", default="../shared/data/mnist")
+    parser.add_argument("--cache-dir", default=None, help="MNIST cache (default: a temp dir)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--methods", nargs="+", default=["irmv1", "erm"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="mnist-")
+    fetch_mnist(cache, local_source=args.mnist_source)
+    envs = make_environments(load_mnist_train(cache), data_seed(0, 0))
+    train = pack_envs([envs], TRAIN_ENVS)
+    ref_data = [(envs[e].images(), envs[e].labels) for e in TRAIN_ENVS]
+    test_images, test_labels = envs["test"].images(), envs["test"].labels
+    n = sum(len(envs[e]) for e in TRAIN_ENVS)
+
+    ceiling = matmul_ceiling()
+    print(f"threads {args.threads}; fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
+    per_step = {}
+    for method in args.methods:
+        # penalty switched on from step 0, as after annealing (the costliest steps)
+        hp = dataclasses.replace(PAPER_HPARAMS[method], penalty_anneal_steps=0)
+        model = init_mlp([1], hp.hidden_dim, hp.grayscale)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        # the straightforward model has the plain width (no padding to a multiple of 16)
+        ref = ReferenceMLP(init_mlp([1], hp.hidden_dim, hp.grayscale, pad_to=1), 0)
+        ours_t, ref_t = [], []
+        for i in range(args.repeats + 1):  # first round is warm-up
+            start = time.perf_counter()
+            our_step(model, train, hp, step=1000)
+            t_ours = time.perf_counter() - start
+            start = time.perf_counter()
+            reference_loss(ref, ref_data, hp, step=1000).backward()
+            # the reference also evaluates the test environment (with its penalty) every step
+            irmv1_penalty_autograd(ref(test_images), test_labels)
+            t_ref = time.perf_counter() - start
+            if i:
+                ours_t.append(t_ours)
+                ref_t.append(t_ref)
+        ours, refm = statistics.median(ours_t), statistics.median(ref_t)
+        d_in = N_PIXELS
+        flops = step_flops(n, hp.hidden_dim, d_in)
+        achieved = flops / ours / 1e9
+        per_step[method] = ours
+        print(
+            f"{method:9s} h={hp.hidden_dim}: ours {1000 * ours:7.1f} ms/step, "
+            f"autograd reference {1000 * refm:7.1f} ms/step, speed-up {refm / ours:.2f}x; "
+            f"ours {achieved:.1f} GFLOP/s = {achieved / ceiling:.0%} of the ceiling"
+        )
+
+    # Structural bound: matmul FLOPs at the ceiling (training steps, test forwards at
+    # logged steps), for Table 1 alone and for the whole paper preset (Table 1 + λ grid).
+    paper = PRESETS["paper"]
+    table1 = [(m, paper.restarts) for m in ("erm", "irmv1", "grayscale")]
+    extra_sweep = [("irmv1", paper.sweep_restarts)] * (len(paper.lambda_grid) - 1)
+    for label, runs in (("Table 1", table1), ("paper preset", table1 + extra_sweep)):
+        total_flops = ours_estimate = 0.0
+        for method, restarts in runs:
+            hp = PAPER_HPARAMS[method]
+            flops = hp.steps * step_flops(n, hp.hidden_dim, N_PIXELS)
+            flops += (hp.steps // 10 + 1) * forward_flops(10_000, hp.hidden_dim, N_PIXELS)
+            total_flops += restarts * flops
+            ours_estimate += restarts * hp.steps * per_step.get(method, 0.0)
+        bound_min = total_flops / (ceiling * 1e9) / 60
+        line = f"{label}: {total_flops / 1e12:.0f} TFLOP, bound at the ceiling {bound_min:.1f} min"
+        if set(per_step) >= {"irmv1", "erm"}:
+            line += (
+                f"; at our step times {ours_estimate / 60:.1f} min "
+                f"= {ours_estimate / 60 / bound_min:.2f}x the bound (oracle not timed)"
+            )
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

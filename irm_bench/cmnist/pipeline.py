@@ -1,0 +1,291 @@
+"""Steps of the Colored MNIST branch of the DAG, each one typed function.
+
+``fetch_step`` (MNIST, verified) → ``train_job`` (one per method / λ point) →
+``collect`` (tidy ``runs.csv`` and ``curves.csv``) → ``summarise`` (Table 1 and λ-sweep
+tables) → :mod:`irm_bench.cmnist.figures`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+import torch
+
+from irm_bench.cmnist.model import init_mlp, pack_envs
+from irm_bench.cmnist.presets import PROTOCOL, StudyPlan, TrainJob, build_plan
+from irm_bench.cmnist.train import keep_freed_memory, train_stacked
+from irm_bench.devices import resolve_device
+from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
+from irm_bench.io import write_csv, write_json
+from irm_bench.mnist import MNIST_FILES, fetch_mnist, load_mnist_train
+from irm_bench.seeds import derive_seed
+
+RUN_COLUMNS = [
+    "protocol", "preset", "method", "study", "lambda", "lambda_index", "restart", "seed",
+    "data_seed", "init_seed", "device", "steps", "anneal_steps", "hidden_dim", "l2_weight",
+    "lr", "n_train_per_env", "diverged", "diverged_step", "train_acc", "test_acc",
+    "train_risk", "test_risk", "train_penalty", "test_penalty", "env1_acc", "env2_acc",
+    "env1_risk", "env2_risk", "env1_penalty", "env2_penalty", "seconds_per_step",
+    "torch_version", "git_commit",
+]  # fmt: skip
+CURVE_COLUMNS = [
+    "protocol", "method", "study", "lambda", "lambda_index", "restart", "step",
+    "anneal_steps", "environment", "metric", "value",
+]  # fmt: skip
+
+
+def init_seed(base_seed: int, method: str, restart: int) -> int:
+    """Seed of a restart's initial weights (shared by every λ of IRMv1)."""
+    return derive_seed(
+        protocol=PROTOCOL, role="init", method=method, restart=restart, seed=base_seed
+    )
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, or ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fetch_step(
+    cache_dir: str | Path, local_source: str | Path | None, checksums_path: str | Path
+) -> None:
+    """Fetch and verify the MNIST files; record names, SHA-256 and sources as JSON."""
+    records = fetch_mnist(cache_dir, local_source=local_source)
+    write_json(
+        {
+            "dataset": "MNIST (LeCun, Cortes, Burges), original IDX files",
+            "hash": "sha256 of the uncompressed file",
+            "files": [
+                {
+                    "name": r.name,
+                    "sha256": r.sha256,
+                    "expected_sha256": MNIST_FILES[r.name].sha256,
+                    "source": r.source,
+                    "path": r.path,
+                }
+                for r in records
+            ],
+        },
+        checksums_path,
+    )
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def train_job(
+    job: TrainJob,
+    plan: StudyPlan,
+    *,
+    cache_dir: str | Path,
+    device: str,
+    log_every: int,
+    restarts_per_chunk: int | None,
+    threads: int,
+    runs_path: str | Path,
+    curves_path: str | Path,
+    progress: TextIO | None = None,
+) -> pd.DataFrame:
+    """Train every restart of ``job`` and write its rows of ``runs`` and ``curves``.
+
+    Restarts are trained stacked, ``restarts_per_chunk`` at a time (``None``: all at
+    once on CUDA, one at a time on the CPU, where stacking saves nothing and costs
+    memory). Each row of a restart used by both studies appears once per study.
+
+    Returns the runs table that was written.
+    """
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    dev = resolve_device(device)
+    mnist = load_mnist_train(cache_dir)
+    hp = job.hparams
+    if restarts_per_chunk is None:
+        restarts_per_chunk = job.restarts if dev.type == "cuda" else 1
+    commit = git_commit()
+    run_rows: list[dict[str, Any]] = []
+    curve_frames = []
+    for chunk in _chunks(job.restarts, restarts_per_chunk):
+        dseeds = [data_seed(plan.seed, r) for r in chunk]
+        iseeds = [init_seed(plan.seed, job.method, r) for r in chunk]
+        envs = [
+            make_environments(mnist, s, max_train_per_env=plan.max_train_per_env) for s in dseeds
+        ]
+        train = pack_envs(envs, TRAIN_ENVS).to(dev)
+        test = pack_envs(envs, ("test",)).to(dev)
+        model = init_mlp(iseeds, hp.hidden_dim, hp.grayscale)
+        for name in ("w1", "b1", "w2", "b2", "w3", "b3"):
+            setattr(model, name, getattr(model, name).to(dev))
+        label = f"{job.name} restarts {chunk.start}-{chunk.stop - 1}"
+        result = train_stacked(
+            model, train, test, hp, log_every=log_every, progress=progress, desc=label
+        )
+        n_train = len(envs[0]["env1"])
+        for pos, restart in enumerate(chunk):
+            f = {k: float(v[pos]) for k, v in result.final.items()}
+            base = {
+                "protocol": PROTOCOL,
+                "preset": plan.preset.name,
+                "method": job.method,
+                "lambda": hp.penalty_weight,
+                "lambda_index": job.lambda_index,
+                "restart": restart,
+                "seed": plan.seed,
+                "data_seed": dseeds[pos],
+                "init_seed": iseeds[pos],
+                "device": dev.type,
+                "steps": hp.steps,
+                "anneal_steps": hp.penalty_anneal_steps,
+                "hidden_dim": hp.hidden_dim,
+                "l2_weight": hp.l2_weight,
+                "lr": hp.lr,
+                "n_train_per_env": n_train,
+                "diverged": bool(result.diverged[pos]),
+                "diverged_step": int(result.diverged_step[pos]) if result.diverged[pos] else None,
+                "train_acc": (f["env1_accuracy"] + f["env2_accuracy"]) / 2,
+                "test_acc": f["test_accuracy"],
+                "train_risk": (f["env1_risk"] + f["env2_risk"]) / 2,
+                "test_risk": f["test_risk"],
+                "train_penalty": (f["env1_penalty"] + f["env2_penalty"]) / 2,
+                "test_penalty": f["test_penalty"],
+                "env1_acc": f["env1_accuracy"],
+                "env2_acc": f["env2_accuracy"],
+                "env1_risk": f["env1_risk"],
+                "env2_risk": f["env2_risk"],
+                "env1_penalty": f["env1_penalty"],
+                "env2_penalty": f["env2_penalty"],
+                "seconds_per_step": result.seconds / hp.steps,
+                "torch_version": torch.__version__,
+                "git_commit": commit,
+            }
+            for study, n in job.studies().items():
+                if restart < n:
+                    run_rows.append({**base, "study": study})
+        curves = result.curves.assign(restart=np.asarray(chunk)[result.curves["restart_pos"]])
+        curve_frames.append(curves.drop(columns="restart_pos"))
+    runs = pd.DataFrame(run_rows, columns=RUN_COLUMNS)
+    runs = runs.astype({"lambda_index": "Int64", "diverged_step": "Int64"})
+    curves = pd.concat(curve_frames, ignore_index=True)
+    studies = pd.DataFrame(
+        [(s, r) for s, n in job.studies().items() for r in range(n)], columns=["study", "restart"]
+    )
+    curves = (
+        curves.merge(studies, on="restart")
+        .assign(
+            protocol=PROTOCOL,
+            method=job.method,
+            **{"lambda": hp.penalty_weight},
+            lambda_index=job.lambda_index,
+            anneal_steps=hp.penalty_anneal_steps,
+        )[CURVE_COLUMNS]
+        .astype({"lambda_index": "Int64"})
+    )
+    write_csv(curves, curves_path)
+    write_csv(runs, runs_path)
+    return runs
+
+
+def train_job_from_config(
+    cmnist: Mapping[str, Any],
+    job_name: str,
+    *,
+    device: str,
+    threads: int,
+    runs_path: str | Path,
+    curves_path: str | Path,
+    progress: TextIO | None = None,
+) -> pd.DataFrame:
+    """Build the plan from the validated ``cmnist`` config and run job ``job_name``.
+
+    Raises ``KeyError`` listing the plan's jobs when ``job_name`` is not one of them.
+    """
+    plan = build_plan(cmnist)
+    if job_name not in plan.jobs:
+        raise KeyError(
+            f"unknown Colored MNIST job {job_name!r}; this config has: {', '.join(plan.jobs)}"
+        )
+    keep_freed_memory()
+    return train_job(
+        plan.jobs[job_name],
+        plan,
+        cache_dir=cmnist["cache_dir"],
+        device=device,
+        log_every=cmnist["log_every"],
+        restarts_per_chunk=cmnist.get("restarts_per_chunk"),
+        threads=threads,
+        runs_path=runs_path,
+        curves_path=curves_path,
+        progress=progress,
+    )
+
+
+def collect(
+    runs_paths: Sequence[str | Path],
+    curves_paths: Sequence[str | Path],
+    runs_out: str | Path,
+    curves_out: str | Path,
+) -> None:
+    """Concatenate the per-job tables into ``runs.csv`` and ``curves.csv``."""
+    runs = pd.concat([pd.read_csv(p) for p in runs_paths], ignore_index=True)
+    curves = pd.concat([pd.read_csv(p) for p in curves_paths], ignore_index=True)
+    ints = {"lambda_index": "Int64"}
+    runs, curves = runs.astype({**ints, "diverged_step": "Int64"}), curves.astype(ints)
+    order = ["study", "method", "lambda", "restart"]
+    write_csv(runs.sort_values(order, kind="stable")[RUN_COLUMNS], runs_out)
+    write_csv(curves.sort_values([*order, "step"], kind="stable")[CURVE_COLUMNS], curves_out)
+
+
+def _mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """n_restarts, n_diverged and mean/std (ddof=0) of accuracies over non-diverged rows."""
+    frame = frame.assign(diverged=frame["diverged"].astype(bool))
+    rows = []
+    for key, group in frame.groupby(keys, sort=True, dropna=False):
+        ok = group[~group["diverged"]]
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        row.update(n_restarts=len(group), n_diverged=int(group["diverged"].sum()))
+        for col in ("train_acc", "test_acc"):
+            values = ok[col].to_numpy(dtype=float)
+            row[f"{col}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{col}_std"] = float(values.std(ddof=0)) if len(values) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(runs_csv: str | Path, accuracy_out: str | Path, sweep_out: str | Path) -> None:
+    """Write Table 1 (one row per method) and the λ-sweep table from ``runs.csv``.
+
+    Means and standard deviations (ddof = 0, as the reference's ``np.std``) are over
+    the restarts that did not diverge; ``n_restarts`` counts all restarts and
+    ``n_diverged`` the diverged ones.
+    """
+    runs = pd.read_csv(runs_csv)
+    table1 = runs[runs["study"] == "table1"]
+    acc = _mean_std(table1, ["protocol", "method", "lambda"])
+    order = {"erm": 0, "irmv1": 1, "grayscale": 2}
+    acc = acc.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
+    sweep = _mean_std(runs[runs["study"] == "sweep"], ["protocol", "lambda", "lambda_index"])
+    if len(sweep):
+        sweep["lambda_index"] = sweep["lambda_index"].astype(int)
+        sweep = sweep.sort_values("lambda").reset_index(drop=True)
+    stats = [
+        "n_restarts",
+        "n_diverged",
+        *(f"{c}_{s}" for c in ("train_acc", "test_acc") for s in ("mean", "std")),
+    ]
+    write_csv(acc.reindex(columns=["protocol", "method", "lambda", *stats]), accuracy_out)
+    write_csv(sweep.reindex(columns=["protocol", "lambda", "lambda_index", *stats]), sweep_out)
