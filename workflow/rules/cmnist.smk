@@ -37,6 +37,8 @@ rule cmnist_data:
         f"{LOGS}/cmnist_data.log",
     benchmark:
         f"{BENCH}/cmnist_data.tsv"
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=30,
@@ -65,6 +67,8 @@ rule cmnist_train:
         f"{BENCH}/cmnist_train_{{job}}.tsv"
     wildcard_constraints:
         job="|".join(re.escape(j) for j in CMNIST_JOBS) or "no-cmnist-job",
+    conda:
+        "../envs/irm-bench.yaml"
     threads: min(workflow.cores, 16)
     resources:
         runtime=lambda wc: CMNIST_PLAN.jobs[wc.job].cpu_minutes(),
@@ -86,6 +90,8 @@ rule cmnist_collect:
         curves=f"{CMNIST_DIR}/curves.csv",
     log:
         f"{LOGS}/cmnist_collect.log",
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=5,
@@ -110,6 +116,8 @@ rule cmnist_tables:
         ),
     log:
         f"{LOGS}/cmnist_tables.log",
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=5,
@@ -138,6 +146,8 @@ rule cmnist_figures:
         ),
     log:
         f"{LOGS}/cmnist_figures.log",
+    conda:
+        "../envs/irm-bench.yaml"
     threads: 1
     resources:
         runtime=5,
