@@ -31,10 +31,11 @@ at once; tests check them against autograd and finite differences.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import torch
+
+from irm_bench.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,7 @@ PENALTY_ESTIMATORS: dict[str, PenaltyEstimator] = {
 
 def get_penalty_estimator(name: str) -> PenaltyEstimator:
     """Look up a penalty estimator; the error lists the known names."""
-    try:
-        return PENALTY_ESTIMATORS[name]
-    except KeyError:
-        hint = difflib.get_close_matches(str(name), PENALTY_ESTIMATORS, n=1)
-        did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise KeyError(
-            f"unknown IRMv1 penalty estimator {name!r}{did_you_mean}; "
-            f"known: {', '.join(PENALTY_ESTIMATORS)}"
-        ) from None
+    return lookup(PENALTY_ESTIMATORS, name, "IRMv1 penalty estimator")
 
 
 def _rows(tensor: torch.Tensor, rows: str) -> torch.Tensor:

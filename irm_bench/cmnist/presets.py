@@ -11,11 +11,12 @@ no penalty term at any step.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+
+from irm_bench.registry import lookup
 
 PROTOCOL = "irm-paper-cmnist"
 #: IRMv1's penalty weight in the paper's Table 1 run.
@@ -163,14 +164,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
 
 def get_preset(name: str) -> Preset:
     """Look up a preset; an unknown name lists the known ones."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        hint = difflib.get_close_matches(name, PRESETS, n=1)
-        did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise KeyError(
-            f"unknown Colored MNIST preset {name!r}{did_you_mean}; known: {', '.join(PRESETS)}"
-        ) from None
+    return lookup(PRESETS, name, "Colored MNIST preset")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,13 +6,13 @@ a batch of draws' per-environment moments, returning a ``LinearFit``).
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from irm_bench.methods.base import LinearFit, LinearMethod
 from irm_bench.methods.erm import ERM
 from irm_bench.methods.icp import ICP
 from irm_bench.methods.irm_linear import LinearIRMv1
+from irm_bench.registry import lookup
 
 #: Linear SEM methods by their config name.
 METHODS: dict[str, type] = {"erm": ERM, "icp": ICP, "irmv1": LinearIRMv1}
@@ -20,14 +20,7 @@ METHODS: dict[str, type] = {"erm": ERM, "icp": ICP, "irmv1": LinearIRMv1}
 
 def get_method(name: str) -> type:
     """Look up a method class; the error names the closest match and lists all."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        hint = difflib.get_close_matches(str(name), METHODS, n=1)
-        did_you_mean = f" (did you mean '{hint[0]}'?)" if hint else ""
-        raise KeyError(
-            f"unknown method {name!r}{did_you_mean}; known methods: {', '.join(METHODS)}"
-        ) from None
+    return lookup(METHODS, name, "method")
 
 
 def build_method(name: str, study_config: Any) -> LinearMethod:
