@@ -93,19 +93,22 @@ def run_minimal(config: MinimalConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
             xx_a, xy_a, xx_b, xy_b = _random_halves(x, y, xx, xy, products, perm_gen, config)
             p_e, g_e = scalar_dummy_penalty_grad(phi, xx_a, xy_a, xx_b, xy_b)
             grad += config.mse_weight * 2 * (xx @ phi - xy) + g_e
-            if logging:
-                mse += float(phi @ xx @ phi - 2 * phi @ xy + yy)
-                pen += float(p_e)
-        if logging:
+            mse += float(phi @ xx @ phi - 2 * phi @ xy + yy)
+            pen += float(p_e)
+        new_phi = phi - config.lr * grad  # plain SGD
+        # Checked every step (4 numbers), so a blow-up stops at the step it happens
+        # and phi keeps its last finite value.
+        finite = math.isfinite(mse) and math.isfinite(pen) and bool(torch.isfinite(new_phi).all())
+        if logging or not finite:
             row = {"protocol": PROTOCOL, "seed": config.seed, "step": step}
             row.update({f"phi_{i}": float(v) for i, v in enumerate(phi)})
             rows.append({**row, "mse": mse, "penalty": pen})
-            if not (math.isfinite(mse) and math.isfinite(pen) and torch.isfinite(phi).all()):
-                diverged_step = step  # detected at this logged step; stop here
-                break
+        if not finite:
+            diverged_step = step
+            break
         if step == config.steps:
             break
-        phi = phi - config.lr * grad  # plain SGD
+        phi = new_phi
     final = {
         "protocol": PROTOCOL,
         "phi": [float(v) for v in phi],
