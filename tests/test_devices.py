@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+import yaml
 
 from irm_bench.devices import DeviceError, resolve_device
 
@@ -41,3 +46,35 @@ def test_cpu_is_always_available(monkeypatch):
 def test_unknown_device_names_key():
     with pytest.raises(ValueError, match=r"config key 'device'.*'tpu'"):
         resolve_device("tpu")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_workflow_with_device_cuda_fails_clearly_without_a_gpu(repo_root, tmp_path):
+    """device: cuda on a CPU-only machine stops the training job with the reason,
+    instead of silently training on the CPU."""
+    overlay = tmp_path / "cuda.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "results_dir": str(tmp_path / "results"),
+                "device": "cuda",
+                "sem": {"setups": ["FOU"], "n_draws": 1, "draws_per_job": 1, "n_per_env": 50,
+                        "irmv1": {"reg_grid": [0.0], "steps": 5}},
+                "minimal": {"enabled": False},
+                "cmnist": {"enabled": False},
+                "report": {"enabled": False},
+            }
+        )
+    )  # fmt: skip
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(repo_root / "Snakefile"),
+        "--directory", str(tmp_path), "--cores", "1",
+        "--configfile", str(repo_root / "config/smoke.yaml"), str(overlay),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode != 0
+    log = (tmp_path / "results/logs/sem_fit_FOU_0.log").read_text()
+    assert "config key 'device' is 'cuda' but no CUDA device is visible" in log + done.stderr
+    assert not (tmp_path / "results/sem/draws/FOU_chunk0.csv").exists()
