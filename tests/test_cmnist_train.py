@@ -237,3 +237,16 @@ def test_hidden_width_padding_is_exact():
         assert p.abs().max() == 0
     torch.testing.assert_close(padded.w2[:, :13, :13], plain.w2, rtol=1e-5, atol=1e-6)
     assert a.final["test_risk"][0] == pytest.approx(b.final["test_risk"][0], rel=1e-5)
+
+
+def test_anneal_setting_moves_the_step_where_lambda_applies():
+    plan = build_plan({"preset": "paper", "anneal_steps": 0})
+    irm_jobs = [j for j in plan.jobs.values() if j.method == "irmv1"]
+    assert {j.hparams.penalty_anneal_steps for j in irm_jobs} == {0}
+    paper = [j for j in irm_jobs if j.hparams.penalty_weight == PAPER_LAMBDA][0]
+    assert paper.hparams.penalty_weight_at(0) == PAPER_LAMBDA
+    default = build_plan({"preset": "paper"})
+    assert {
+        j.hparams.penalty_anneal_steps for j in default.jobs.values() if j.method == "irmv1"
+    } == {190}
+    assert default.jobs["erm"].hparams.penalty_anneal_steps == 0

@@ -250,6 +250,8 @@ def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
             m: dataclasses.replace(h, steps=int(cmnist["steps"])) for m, h in hparams.items()
         }
     irm = hparams["irmv1"]
+    if cmnist.get("anneal_steps") is not None:
+        irm = dataclasses.replace(irm, penalty_anneal_steps=int(cmnist["anneal_steps"]))
     lambdas = set(grid) if sweep_restarts else set()
     if "irmv1" in methods:
         lambdas.add(irm.penalty_weight)
