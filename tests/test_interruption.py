@@ -23,6 +23,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
+from result_files import comparable_bytes
 
 pytestmark = pytest.mark.slow
 
@@ -121,10 +122,6 @@ def _run_and_kill(configfile: Path, script: str, sig: signal.Signals) -> bool:
     return caught
 
 
-# Wall-clock columns kept beside the results for speed tracking; they never repeat.
-TIMING_COLUMNS = ["seconds_per_step"]
-
-
 def _results(results: Path) -> dict[str, bytes]:
     """Every result table and per-job file that must be reproducible exactly.
 
@@ -137,9 +134,7 @@ def _results(results: Path) -> dict[str, bytes]:
         rel = path.relative_to(results)
         if rel.parts[0] in {"logs", "benchmarks", "mnist-cache"} or path.name.startswith("."):
             continue
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        frame = frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
-        files[str(rel)] = frame.to_csv(index=False).encode()
+        files[str(rel)] = comparable_bytes(path)
     return files
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from result_files import comparable_bytes
 from slurm_cluster import LocalSlurm, SlurmHarnessError, missing_programs
 from snakemake_cli import REPO, TOY_SNAKEFILE, run_snakemake, with_config
 
@@ -86,10 +87,15 @@ CASES = [
         ("--groups", "simulate=data", "--group-components", "data=2", "--config", "n_shards=2"),
         probe_env=True,
     ),
-    # The project's smoke pipeline (uncomment once its rules are merged; list the
-    # training rules and compare the result tables):
-    # WorkflowCase("smoke", REPO / "Snakefile", frozenset({"sem_fit", "cmnist_train"}),
-    #              ("--configfile", "config/smoke.yaml"), REPO, ("**/*.csv",)),
+    # The project's smoke pipeline: every branch (SEM, appendix, Colored MNIST, report);
+    # the training rules ask for a GPU. Result tables must match the local run's.
+    WorkflowCase(
+        "smoke",
+        REPO / "Snakefile",
+        frozenset({"sem_fit", "minimal_train", "cmnist_train"}),
+        ("--configfile", str(REPO / "config" / "smoke.yaml")),
+        compare=("tables/*.csv", "sem/**/*.csv", "cmnist/*.csv", "minimal/*.csv"),
+    ),
 ]
 
 
@@ -171,7 +177,8 @@ def _identical_results(local: Path, slurm: Path, globs: tuple[str, ...]) -> list
         theirs = [p for p in theirs if p.parts[0] not in {"logs", "benchmarks"}]
         assert mine == theirs, f"{pattern}: different files: {mine} vs {theirs}"
         for rel in mine:
-            assert (local / rel).read_bytes() == (slurm / rel).read_bytes(), f"{rel} differs"
+            same = comparable_bytes(local / rel) == comparable_bytes(slurm / rel)
+            assert same, f"{rel} differs"
             compared.append(str(rel))
     assert compared, f"no result files match {globs}"
     return compared

@@ -69,7 +69,9 @@ rule cmnist_train:
         job="|".join(re.escape(j) for j in CMNIST_JOBS) or "no-cmnist-job",
     conda:
         "../envs/irm-bench.yaml"
-    threads: min(workflow.cores, 16)
+    # A training job uses every core it gets (torch intra-op threads, capped at the
+    # machine's); Snakemake scales this down to --cores on a smaller machine.
+    threads: 8
     resources:
         runtime=lambda wc: CMNIST_PLAN.jobs[wc.job].cpu_minutes(),
         mem_mb=4000,
