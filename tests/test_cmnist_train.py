@@ -243,7 +243,7 @@ def test_anneal_setting_moves_the_step_where_lambda_applies():
     plan = build_plan({"preset": "paper", "anneal_steps": 0})
     irm_jobs = [j for j in plan.jobs.values() if j.method == "irmv1"]
     assert {j.hparams.penalty_anneal_steps for j in irm_jobs} == {0}
-    paper = [j for j in irm_jobs if j.hparams.penalty_weight == PAPER_LAMBDA][0]
+    paper = next(j for j in irm_jobs if j.hparams.penalty_weight == PAPER_LAMBDA)
     assert paper.hparams.penalty_weight_at(0) == PAPER_LAMBDA
     default = build_plan({"preset": "paper"})
     assert {
