@@ -13,6 +13,7 @@ been recomputed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,16 +31,16 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 900
 
-# (target under results_dir or None for the default target, script whose job is
-# killed, signal): a data fetch, training, aggregation, the report. Each run asks for
+# (target under results_dir or None for the default target, rule and script of the
+# job that is killed, signal): a data fetch, training, aggregation, the report. Each run asks for
 # a target that needs the stage to be killed, so the stage is still to do whatever
 # order Snakemake picks for independent jobs.
 KILL_POINTS = [
-    ("data/mnist_checksums.json", "cmnist_data.py", signal.SIGKILL),
-    ("tables/sem_errors.csv", "sem_fit.py", signal.SIGINT),
-    ("tables/cmnist_accuracy.csv", "cmnist_train.py", signal.SIGKILL),
-    ("tables/sem_errors.csv", "sem_aggregate.py", signal.SIGINT),
-    (None, "report_build.py", signal.SIGKILL),
+    ("data/mnist_checksums.json", "cmnist_data", "cmnist_data.py", signal.SIGKILL),
+    ("tables/sem_errors.csv", "sem_fit", "sem_fit.py", signal.SIGINT),
+    ("tables/cmnist_accuracy.csv", "cmnist_train", "cmnist_train.py", signal.SIGKILL),
+    ("tables/sem_errors.csv", "sem_aggregate", "sem_aggregate.py", signal.SIGINT),
+    (None, "report", "report_build.py", signal.SIGKILL),
 ]
 
 
@@ -94,30 +95,42 @@ def _script_running(root: psutil.Process, script: str) -> bool:
     return False
 
 
-def _run_and_kill(configfile: Path, target: Path | None, script: str, sig: signal.Signals) -> bool:
-    """Start the run, send ``sig`` once ``script`` runs; True if it was caught running."""
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _run_and_kill(
+    configfile: Path, target: Path | None, rule: str, script: str, sig: signal.Signals, log: Path
+) -> bool:
+    """Start the run; once Snakemake announces a ``rule`` job and its ``script`` process
+    runs, send ``sig``. Returns whether the job was caught running."""
     subprocess.run([sys.executable, "-m", "irm_bench.locks"], cwd=REPO, env=_env(), check=True)
-    proc = subprocess.Popen(
-        _cmd(configfile, target),
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    announced = re.compile(rf"^(local)?rule {re.escape(rule)}:", re.MULTILINE)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            _cmd(configfile, target),
+            cwd=REPO,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # A shell's background job inherits SIGINT ignored (CI may run us so); a
+            # terminal's Ctrl-C reaches a Snakemake with the default handler.
+            preexec_fn=_default_sigint,
+        )
     root = psutil.Process(proc.pid)
     caught = False
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while proc.poll() is None and time.monotonic() < deadline:
-        if _script_running(root, script):
+        if announced.search(log.read_text()) and _script_running(root, script):
             caught = True
-            time.sleep(0.3)  # let the job get into its work
+            time.sleep(0.2)  # let the job get into its work
             if sig == signal.SIGKILL:
                 os.killpg(proc.pid, signal.SIGKILL)  # the whole run dies at once
             else:
                 proc.send_signal(sig)  # Ctrl-C reaches the controller
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
@@ -154,15 +167,20 @@ def test_killed_runs_resume_to_identical_results(tmp_path, mnist_source):
 
     interrupted = _config(tmp_path, "interrupted", mnist_source)
     results = tmp_path / "interrupted"
-    caught = []
-    for target, script, sig in KILL_POINTS:
-        if _run_and_kill(interrupted, target and results / target, script, sig):
-            caught.append(script)
+    caught, logs = [], []
+    for n, (target, rule, script, sig) in enumerate(KILL_POINTS):
+        logs.append(tmp_path / f"interrupted_run{n}.log")
+        if _run_and_kill(interrupted, target and results / target, rule, script, sig, logs[-1]):
+            caught.append(rule)
         # Whatever a killed run left behind is whole: every table present parses.
         for path in results.rglob("*.csv"):
             if not path.name.startswith("."):  # a SIGKILL'd writer's temp file
                 pd.read_csv(path)
-    assert caught == [script for _, script, _ in KILL_POINTS], caught
+    wanted = [rule for _, rule, _, _ in KILL_POINTS]
+    missed = [logs[i] for i, rule in enumerate(wanted) if rule not in caught]
+    assert caught == wanted, "\n".join(
+        [str(caught)] + [f"--- {log}:\n{log.read_text()[-3000:]}" for log in missed]
+    )
 
     finished_before = {
         p: p.stat().st_mtime_ns for p in (results / "sem").rglob("*.csv") if p.is_file()
