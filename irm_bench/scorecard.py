@@ -239,41 +239,31 @@ def score(published: Published, ours: Ours | None) -> Score:
     return Score(published, ours, diff, tol, "yes" if inside else "no", note)
 
 
-def _sem_ours(sem_errors: pd.DataFrame, p: Published) -> Ours | None:
-    rows = sem_errors[(sem_errors["setup"] == p.setup) & (sem_errors["method"] == p.method)]
+def _ours_from(rows: pd.DataFrame, p: Published, count: str, scale: float) -> Ours | None:
+    """Our row for ``p`` (its published protocol preferred when several), as an Ours."""
     if rows.empty:
         return None
     if len(rows) > 1:
-        # Several protocols for one (setup, method): prefer the published one.
         same = rows[rows["protocol"] == p.protocol]
         rows = same if not same.empty else rows
     row = rows.iloc[0]
-    n_ok = int(row["n_draws"]) - int(row["n_diverged"])
     return Ours(
         protocol=str(row["protocol"]),
-        mean=float(row[f"{p.metric}_mean"]),
-        std=float(row[f"{p.metric}_std"]),
-        n=n_ok,
+        mean=scale * float(row[f"{p.metric}_mean"]),
+        std=scale * float(row[f"{p.metric}_std"]),
+        n=int(row[count]) - int(row["n_diverged"]),
         n_diverged=int(row["n_diverged"]),
     )
+
+
+def _sem_ours(sem_errors: pd.DataFrame, p: Published) -> Ours | None:
+    rows = sem_errors[(sem_errors["setup"] == p.setup) & (sem_errors["method"] == p.method)]
+    return _ours_from(rows, p, "n_draws", 1.0)
 
 
 def _cmnist_ours(accuracy: pd.DataFrame, p: Published) -> Ours | None:
-    rows = accuracy[accuracy["method"] == p.method]
-    if rows.empty:
-        return None
-    if len(rows) > 1:
-        same = rows[rows["protocol"] == p.protocol]
-        rows = same if not same.empty else rows
-    row = rows.iloc[0]
-    n_ok = int(row["n_restarts"]) - int(row["n_diverged"])
-    return Ours(
-        protocol=str(row["protocol"]),
-        mean=100.0 * float(row[f"{p.metric}_mean"]),
-        std=100.0 * float(row[f"{p.metric}_std"]),
-        n=n_ok,
-        n_diverged=int(row["n_diverged"]),
-    )
+    # Accuracies are fractions in the tables, percent in Table 1.
+    return _ours_from(accuracy[accuracy["method"] == p.method], p, "n_restarts", 100.0)
 
 
 def build_scorecard(
