@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from irm_bench.seeds import canonical_json
+
 #: Distributions whose versions every report lists (missing ones are shown as such).
 PACKAGES = (
     "irm-bench",
@@ -35,11 +37,6 @@ PACKAGES = (
     "weasyprint",
     "pooch",
 )
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace; NaN/inf rejected (``ValueError``)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -77,6 +74,11 @@ def git_state(repo: str | Path) -> GitState:
     except (OSError, subprocess.CalledProcessError):
         return GitState(None, None)
     return GitState(commit, bool(status), tuple(line[3:] for line in status[:20]))
+
+
+def head_commit() -> str:
+    """HEAD commit of the checkout holding this package, or ``unknown`` outside git."""
+    return git_state(Path(__file__).resolve().parent).commit or "unknown"
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

@@ -207,28 +207,15 @@ def set_threads(threads: int) -> None:
 
 def provenance(section: Mapping[str, Any], device: str) -> dict[str, Any]:
     """Git commit, package versions, device and a hash of the config section."""
-    import hashlib
-    import json
     import platform
-    import subprocess
-    from pathlib import Path
 
     import scipy
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    blob = json.dumps(section, sort_keys=True, default=str).encode()
+    from irm_bench.provenance import config_hash, head_commit
+
     return {
-        "git_commit": commit,
-        "config_sha256": hashlib.sha256(blob).hexdigest(),
+        "git_commit": head_commit(),
+        "config_sha256": config_hash(dict(section)),
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -8,7 +8,6 @@ tables) → :mod:`irm_bench.cmnist.figures`.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +23,7 @@ from irm_bench.devices import resolve_device
 from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
 from irm_bench.io import write_csv, write_json
 from irm_bench.mnist import MNIST_FILES, fetch_mnist, load_mnist_train
+from irm_bench.provenance import head_commit
 from irm_bench.seeds import derive_seed
 
 RUN_COLUMNS = [
@@ -45,21 +45,6 @@ def init_seed(base_seed: int, method: str, restart: int) -> int:
     return derive_seed(
         protocol=PROTOCOL, role="init", method=method, restart=restart, seed=base_seed
     )
-
-
-def git_commit() -> str:
-    """The repository's HEAD commit, or ``unknown`` outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def fetch_step(
@@ -117,7 +102,7 @@ def train_job(
     hp = job.hparams
     if restarts_per_chunk is None:
         restarts_per_chunk = job.restarts if dev.type == "cuda" else 1
-    commit = git_commit()
+    commit = head_commit()
     run_rows: list[dict[str, Any]] = []
     curve_frames = []
     for chunk in _chunks(job.restarts, restarts_per_chunk):
