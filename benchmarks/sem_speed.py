@@ -25,7 +25,7 @@ from irm_bench.envs.moments import LinearMoments
 from irm_bench.methods.erm import ERM
 from irm_bench.methods.icp import ICP
 from irm_bench.methods.irm_linear import IRMv1Config, train_batched, train_one_autograd
-from irm_bench.sem_study import SEMStudyConfig, draw_environments
+from irm_bench.sem.study import SEMStudyConfig, draw_environments
 
 FULL = {"setups": 8, "draws": 200, "regs": 6, "steps": 100_000}
 

@@ -20,7 +20,7 @@ from irm_bench.cmnist.presets import build_plan, lambda_name
 from irm_bench.config import validate_config
 from irm_bench.methods.irm_linear import IRMv1Config
 from irm_bench.mnist import fetch_mnist
-from irm_bench.sem_study import SEMStudyConfig, run_sem_job
+from irm_bench.sem.study import SEMStudyConfig, run_sem_job
 
 SEM_SMALL = SEMStudyConfig(
     setups=("PES",), n_draws=2, draws_per_job=2, n_per_env=100,

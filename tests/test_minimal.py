@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from irm_bench.appendix.minimal import MinimalConfig, run_minimal
 from irm_bench.envs.minimal import MinimalExample
-from irm_bench.minimal_study import MinimalConfig, run_minimal
 
 
 def test_sample_moments_follow_the_equations():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from irm_bench.motivating import (
+from irm_bench.appendix.motivating import (
     REGRESSIONS,
     MotivatingSettings,
     closed_form,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from irm_bench.envs import ChainSEM, LinearMoments, SEMSetup, causal_noncausal_errors
-from irm_bench.sem_study import SEMStudyConfig, draw_environments
+from irm_bench.sem.study import SEMStudyConfig, draw_environments
 
 
 def test_setup_codes_round_trip_and_bad_code_lists_known():

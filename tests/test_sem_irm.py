@@ -18,7 +18,7 @@ from irm_bench.methods.irm_linear import (
     train_batched,
     train_one_autograd,
 )
-from irm_bench.sem_study import SEMStudyConfig, draw_environments
+from irm_bench.sem.study import SEMStudyConfig, draw_environments
 
 
 @pytest.mark.slow

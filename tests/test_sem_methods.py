@@ -11,7 +11,7 @@ from irm_bench.methods import ERM, ICP, METHODS, build_method, get_method
 from irm_bench.methods.base import hparams_from_mapping
 from irm_bench.methods.icp import ICPConfig, all_subsets, icp_subset_pvalues
 from irm_bench.methods.irm_linear import IRMv1Config
-from irm_bench.sem_study import SEMStudyConfig, draw_environments
+from irm_bench.sem.study import SEMStudyConfig, draw_environments
 
 
 def _shifted_case(rng, noise=0.01, n=400):

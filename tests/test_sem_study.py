@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from irm_bench.methods.irm_linear import IRMv1Config
-from irm_bench.sem_aggregate import error_table, lambda_sweep_table, selected_lambda_table
-from irm_bench.sem_study import SEMStudyConfig, run_sem_job
+from irm_bench.sem.aggregate import error_table, lambda_sweep_table, selected_lambda_table
+from irm_bench.sem.study import SEMStudyConfig, run_sem_job
 
 SMALL = SEMStudyConfig(
     setups=("FOS",), n_draws=2, draws_per_job=2, n_per_env=100,

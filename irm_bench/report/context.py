@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from irm_bench import scorecard as sc
-from irm_bench.motivating import closed_form
+from irm_bench.appendix.motivating import closed_form
 from irm_bench.provenance import Provenance
 from irm_bench.report import figures
 from irm_bench.report import formatting as f

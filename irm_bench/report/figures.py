@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from irm_bench.motivating import REGRESSIONS, closed_form
+from irm_bench.appendix.motivating import REGRESSIONS, closed_form
 from irm_bench.scorecard import PUBLISHED, SEM_PROTOCOL
 
 METHOD_LABELS = {"erm": "ERM", "icp": "ICP", "irmv1": "IRMv1", "grayscale": "Grayscale oracle"}

@@ -17,8 +17,8 @@ from typing import Any
 import jinja2
 import matplotlib.pyplot as plt
 
+from irm_bench.appendix.motivating import MotivatingSettings, run_motivating
 from irm_bench.io import atomic_open, atomic_path, save_figure, write_csv
-from irm_bench.motivating import MotivatingSettings, run_motivating
 from irm_bench.provenance import collect_provenance
 from irm_bench.report.context import build_context
 from irm_bench.report.figures import plot_motivating

@@ -2,7 +2,7 @@
 
 import logging
 
-from irm_bench.minimal_study import plot_trajectory_file
+from irm_bench.appendix.minimal import plot_trajectory_file
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s"

@@ -2,7 +2,7 @@
 
 import logging
 
-from irm_bench.minimal_study import run_minimal_to_files
+from irm_bench.appendix.minimal import run_minimal_to_files
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s"

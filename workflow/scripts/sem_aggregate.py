@@ -2,7 +2,7 @@
 
 import logging
 
-from irm_bench.sem_aggregate import aggregate_sem_files
+from irm_bench.sem.aggregate import aggregate_sem_files
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s"

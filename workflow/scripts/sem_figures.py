@@ -2,7 +2,7 @@
 
 import logging
 
-from irm_bench.sem_figures import make_sem_figures
+from irm_bench.sem.figures import make_sem_figures
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s"

@@ -2,7 +2,7 @@
 
 import logging
 
-from irm_bench.sem_study import run_sem_job_to_files
+from irm_bench.sem.study import run_sem_job_to_files
 
 logging.basicConfig(
     filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s"

@@ -20,7 +20,7 @@ import pandas as pd
 import seaborn as sns
 
 from irm_bench.io import save_figure
-from irm_bench.sem_aggregate import format_lambda, selected_fits
+from irm_bench.sem.aggregate import format_lambda, selected_fits
 
 METHOD_LABELS = {"erm": "ERM", "icp": "ICP", "irmv1": "IRM"}
 ERROR_LABELS = {"causal_error": "causal error", "noncausal_error": "non-causal error"}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from irm_bench.sem_study import PROTOCOL
+from irm_bench.sem.study import PROTOCOL
 
 ERROR_COLUMNS = ("causal_error", "noncausal_error")
 
