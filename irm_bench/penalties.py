@@ -265,3 +265,89 @@ def scalar_dummy_penalty_grad(
     g_b = 2 * (phi @ s_b - phi @ xy_b)
     grad = g_b * 2 * (2 * s_a - xy_a) + g_a * 2 * (2 * s_b - xy_b)
     return g_a * g_b, grad
+
+
+# --- Penalties on per-environment statistics, shared by every study's trainer ---------
+#
+# Shapes: ``M`` stacked models (restarts, grid points, draws), ``E`` training
+# environments, ``P`` last-layer parameters. Each function is differentiable in its
+# tensor inputs and returns one value per model.
+
+
+def irmv1_penalty(scale_grads: torch.Tensor) -> torch.Tensor:
+    """IRMv1 penalty, the mean over environments of the squared dummy-scale gradient.
+
+    ``scale_grads``: ``(M, E)`` with ``g_e = d/ds R_e(s f)|_{s=1}`` (IRM paper, Section
+    3.1, eq. IRMv1; the Colored MNIST reference code averages over the two training
+    environments). Returns ``(M,)``.
+    """
+    return scale_grads.square().mean(-1)
+
+
+def vrex_penalty(risks: torch.Tensor) -> torch.Tensor:
+    """V-REx penalty: the mean squared difference of two environments' risks.
+
+    ``risks``: ``(M, E)``, ``E >= 2``. Returns ``(M,)`` equal to
+    ``mean_{e < e'} (R_e - R_e')^2 = 2 * Var_e(R_e)`` (unbiased variance). For two
+    environments this is ``(R_1 - R_2)^2``, the form of the Fishr authors' Colored MNIST
+    code whose V-REx numbers we compare with; Krueger et al. (2021, arXiv:2003.00688,
+    eq. 6) write the variance itself, a factor ``E / (2 (E - 1))`` of the penalty weight
+    away (1/4 for ``E = 2``).
+    """
+    if risks.shape[-1] < 2:
+        raise ValueError(f"V-REx needs >= 2 training environments, found {risks.shape[-1]}")
+    return 2.0 * risks.var(dim=-1, unbiased=True)
+
+
+def last_layer_grad_variance(
+    residual: torch.Tensor, features: torch.Tensor, env_weights: torch.Tensor
+) -> torch.Tensor:
+    """Per-environment variance of per-example gradients of a last linear layer.
+
+    For a scalar output ``f_i = w . h_i + b`` and a loss whose derivative in ``f_i`` is
+    ``residual_i`` (``sigmoid(f_i) - y_i`` for BCE with logits, ``2 (f_i - y_i)`` for the
+    squared error), the gradient of example i's loss in ``(w, b)`` is
+    ``residual_i * (h_i, 1)``. Fishr (Ramé et al. 2022, arXiv:2109.02934, eq. 4 and its
+    Colored MNIST code) takes, per environment, the variance over its examples of each
+    coordinate of these gradients, centred on the environment's mean gradient.
+
+    Parameters
+    ----------
+    residual
+        ``(M, N)`` loss derivative per example (``N`` examples of all environments, any
+        padding included).
+    features
+        ``(M, N, H)`` the last layer's inputs ``h_i``.
+    env_weights
+        ``(M, E, N)``: ``1 / n_e`` on environment e's examples, 0 elsewhere.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(M, E, H + 1)``: ``Var_e[residual * h_j]`` for j < H, then ``Var_e[residual]``
+        (the bias), with the biased (1/n_e) variance as in the authors' code.
+    """
+    grads = torch.cat([residual[..., None] * features, residual[..., None]], dim=-1)
+    mean = torch.einsum("men,mnp->mep", env_weights, grads)
+    second = torch.einsum("men,mnp->mep", env_weights, grads.square())
+    return second - mean.square()
+
+
+def fishr_penalty(grad_variance: torch.Tensor) -> torch.Tensor:
+    """Fishr penalty ``sum_e || v_e - mean_e' v_e' ||^2`` of gradient variances ``v_e``.
+
+    ``grad_variance``: ``(M, E, P)`` from :func:`last_layer_grad_variance`. Returns
+    ``(M,)``; the sum over environments follows the authors' Colored MNIST code.
+    """
+    centred = grad_variance - grad_variance.mean(dim=1, keepdim=True)
+    return centred.square().sum(dim=(1, 2))
+
+
+def groupdro_weights(q: torch.Tensor, risks: torch.Tensor, eta: float) -> torch.Tensor:
+    """One online GroupDRO update ``q_e <- q_e exp(eta R_e) / sum``, without gradient.
+
+    Sagawa et al. (2020, arXiv:1911.08731, Algorithm 1). ``q``, ``risks``: ``(M, E)``;
+    returns the new ``(M, E)`` weights (each row sums to 1).
+    """
+    q = q * torch.exp(eta * risks.detach())
+    return q / q.sum(dim=-1, keepdim=True)

@@ -1,37 +1,65 @@
-"""Methods by name: one module per family, one registry.
+"""Methods by name: one module per method, one registry, one contract.
 
-The linear SEM methods share the contract of :mod:`irm_bench.methods.base` (``fit`` on
-a batch of draws' per-environment moments, returning a ``LinearFit``).
+Every method is a :class:`~irm_bench.methods.contract.MethodSpec` in :data:`METHODS`
+(see :mod:`irm_bench.methods.contract`): gradient methods give an objective on
+per-environment statistics, which every study's trainer calls; closed-form SEM methods
+give a ``linear_fit`` class (``fit`` on per-environment moments, returning a
+``LinearFit``). Adding a method is one module with a ``SPEC`` and one line below.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from irm_bench.methods import erm, fishr, groupdro, icp, irmv1, vrex
 from irm_bench.methods.base import LinearFit, LinearMethod
+from irm_bench.methods.contract import EnvStats, MethodSpec, ObjectiveTerms, check_study
 from irm_bench.methods.erm import ERM
 from irm_bench.methods.icp import ICP
 from irm_bench.methods.irm_linear import LinearIRMv1
 from irm_bench.registry import lookup
 
-#: Linear SEM methods by their config name.
-METHODS: dict[str, type] = {"erm": ERM, "icp": ICP, "irmv1": LinearIRMv1}
+#: Every method by its config name, in display order.
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (erm.SPEC, icp.SPEC, irmv1.SPEC, vrex.SPEC, fishr.SPEC, groupdro.SPEC)
+}
 
 
-def get_method(name: str) -> type:
-    """Look up a method class; the error names the closest match and lists all."""
+def get_method(name: str) -> MethodSpec:
+    """Look up a method; the error names the closest match and lists all."""
     return lookup(METHODS, name, "method")
 
 
+def methods_for(study: str) -> dict[str, MethodSpec]:
+    """The registered methods that ``study`` can run, in registry order."""
+    return {name: spec for name, spec in METHODS.items() if spec.runs_in(study)}
+
+
 def build_method(name: str, study_config: Any) -> LinearMethod:
-    """Instantiate method ``name`` with its hyper-parameters from a study config.
+    """Instantiate the SEM fit of method ``name`` with hyper-parameters from a study config.
 
     ``study_config`` carries one attribute per method with hyper-parameters (``icp``,
     ``irmv1``); methods without them are built with their defaults.
     """
-    cls = get_method(name)
+    spec = get_method(name)
+    if spec.linear_fit is None:
+        raise ValueError(f"method {name!r} has no linear SEM fit")
     hparams = getattr(study_config, name, None)
-    return cls(hparams) if hparams is not None else cls()
+    return spec.linear_fit(hparams) if hparams is not None else spec.linear_fit()
 
 
-__all__ = ["ERM", "ICP", "METHODS", "LinearFit", "LinearIRMv1", "build_method", "get_method"]
+__all__ = [
+    "ERM",
+    "ICP",
+    "METHODS",
+    "EnvStats",
+    "LinearFit",
+    "LinearIRMv1",
+    "MethodSpec",
+    "ObjectiveTerms",
+    "build_method",
+    "check_study",
+    "get_method",
+    "methods_for",
+]

@@ -1,13 +1,15 @@
-"""Empirical risk minimisation for the linear SEM: pooled least squares."""
+"""Empirical risk minimisation: pooled least squares (SEM) and the mean training risk."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from irm_bench.envs.moments import LinearMoments
 from irm_bench.methods.base import LinearFit
+from irm_bench.methods.contract import EnvStats, MethodSpec, NoHparams, ObjectiveTerms
 
 
 @dataclass(frozen=True)
@@ -37,3 +39,20 @@ class ERM:
         pooled = moments.pooled()
         beta = np.linalg.solve(pooled.xx[..., 0, :, :], pooled.xy[..., 0, :, None])[..., 0]
         return LinearFit.single(beta)
+
+
+def erm_objective(stats: EnvStats, hparams: NoHparams, state: None) -> ObjectiveTerms:
+    """ERM's step objective: the mean of the training environments' risks, no penalty."""
+    risks = stats.risks
+    return ObjectiveTerms(risk_term=risks.mean(-1), penalty=torch.zeros_like(risks[..., 0]))
+
+
+SPEC = MethodSpec(
+    name="erm",
+    label="ERM",
+    colour="#4c72b0",
+    studies=frozenset({"sem", "cmnist", "unit_tests"}),
+    objective=erm_objective,
+    linear_fit=ERM,
+    reference="empirical risk minimisation (Vapnik 1992); IRM paper Section 5",
+)

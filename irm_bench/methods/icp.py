@@ -33,6 +33,7 @@ from scipy import stats
 
 from irm_bench.envs.moments import LinearMoments
 from irm_bench.methods.base import LinearFit, solve_masked
+from irm_bench.methods.contract import MethodSpec
 
 #: Relative threshold under which a residual variance counts as exactly zero.
 ZERO_VARIANCE_RTOL = 1e-10
@@ -166,3 +167,14 @@ def _draw_slice(moments: LinearMoments, index: slice) -> LinearMoments:
         x_mean=moments.x_mean[index],
         y_mean=moments.y_mean[index],
     )
+
+
+SPEC = MethodSpec(
+    name="icp",
+    label="ICP",
+    colour="#8172b2",
+    studies=frozenset({"sem"}),  # a test over feature subsets: linear models only
+    hparams=ICPConfig,
+    linear_fit=ICP,
+    reference="Peters, Bühlmann, Meinshausen (2016), arXiv:1501.01332",
+)
