@@ -32,9 +32,18 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
+def _source_file(mnist_source: Path, name: str) -> Path:
+    """The file ``name`` in a source folder, gzip (a copy of the originals) or raw (a cache)."""
+    gz = mnist_source / f"{name}.gz"
+    return gz if gz.is_file() else mnist_source / name
+
+
 def _raw(mnist_source: Path, name: str) -> bytes:
-    with gzip.open(mnist_source / f"{name}.gz", "rb") as fh:
-        return fh.read()
+    path = _source_file(mnist_source, name)
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    return path.read_bytes()
 
 
 def test_parse_idx_round_trip(tmp_path):
@@ -110,7 +119,7 @@ def test_wrong_hash_names_file_hashes_and_source(mnist_source, tmp_path):
 def test_truncated_gzip_source_is_rejected(mnist_source, tmp_path):
     bad = tmp_path / "bad_source"
     bad.mkdir()
-    gz = (mnist_source / f"{SMALL}.gz").read_bytes()
+    gz = gzip.compress(_raw(mnist_source, SMALL))
     (bad / f"{SMALL}.gz").write_bytes(gz[: len(gz) // 2])
     with pytest.raises(MnistError, match=SMALL):
         fetch_mnist(tmp_path / "cache", sources=[LocalFolder(bad)], names=[SMALL])
@@ -142,7 +151,7 @@ def test_good_cache_never_overwritten_and_bad_cache_replaced(mnist_source, tmp_p
 def test_load_rejects_tampered_cache(mnist_source, tmp_path):
     names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
     for name in names:
-        shutil.copy(mnist_source / f"{name}.gz", tmp_path / f"{name}.gz")
+        shutil.copy(_source_file(mnist_source, name), tmp_path)
     fetch_mnist(tmp_path / "c", sources=[LocalFolder(tmp_path)], names=names)
     path = tmp_path / "c" / "train-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-5])
