@@ -1,0 +1,209 @@
+"""Model-selection rules for hyper-parameter sweeps, and the protocol guard.
+
+How a number's hyper-parameters were chosen decides what it means (Gulrajani &
+Lopez-Paz 2021, "In Search of Lost Domain Generalization", arXiv:2007.01434, Section 3).
+Three rules are registered in :data:`RULES`, each applied per method to a tidy table of
+sweep records (:data:`RECORD_COLUMNS`, one row per run, step and evaluated
+environment):
+
+``training_domain``
+    the setting with the best mean score on data held out from the *training*
+    environments (``role == "validation"`` in runs on all training environments);
+``leave_one_out``
+    the setting with the best mean score on the training environment left out of
+    training (runs with ``left_out`` set, scored on that environment), averaged over
+    which one is left out; needs at least two training environments;
+``test_domain``
+    the oracle: the best score on a held-out part of the test environment
+    (``role == "test_holdout"``), at the last checkpoint, as DomainBed defines it.
+
+Scores are "larger is better" (accuracy, or minus a risk). Every rule scores the last
+logged step of each run, averages over restarts, takes the first best setting in table
+order on ties, and reports the selected setting's ``role == "test"`` value: mean and
+standard deviation (``ddof=0``) over restarts. A rule never mixes protocols:
+:func:`check_one_protocol` refuses a table carrying more than one protocol tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from irm_bench.registry import lookup
+
+#: Columns of a sweep-record table.
+RECORD_COLUMNS = (
+    "protocol",  # protocol tag: which environments trained, validated, tested
+    "method",
+    "setting",  # hyper-parameter setting id (e.g. a λ grid index)
+    "restart",  # restart (or data draw)
+    "left_out",  # training environment left out of this run, "" for none
+    "step",
+    "environment",
+    "role",  # "validation", "test" or "test_holdout"
+    "score",  # larger is better
+)
+
+
+class ProtocolMismatchError(ValueError):
+    """Rows of different protocol tags were about to be averaged or compared."""
+
+
+def check_one_protocol(records: pd.DataFrame, what: str = "rows") -> str:
+    """The single protocol tag of ``records``.
+
+    Raises
+    ------
+    ProtocolMismatchError
+        When ``records`` carries two or more tags; the message names them.
+    """
+    tags = sorted(pd.unique(records["protocol"]).tolist())
+    if len(tags) != 1:
+        raise ProtocolMismatchError(
+            f"refusing to average or compare {what} of different protocols: "
+            f"{' and '.join(repr(t) for t in tags) or 'none'}"
+        )
+    return tags[0]
+
+
+def _last_step(rows: pd.DataFrame) -> pd.DataFrame:
+    last = rows.groupby(["setting", "restart", "left_out"])["step"].transform("max")
+    return rows[rows["step"] == last]
+
+
+def _per_restart(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean score per (setting, restart), over environments and left-out choices."""
+    rows = _last_step(rows)
+    by_run = rows.groupby(["setting", "restart", "left_out"], sort=False)["score"].mean()
+    return by_run.groupby(level=["setting", "restart"], sort=False).mean().reset_index()
+
+
+def _validation_training_domain(rows: pd.DataFrame) -> pd.DataFrame:
+    return _per_restart(rows[(rows["role"] == "validation") & (rows["left_out"] == "")])
+
+
+def _validation_leave_one_out(rows: pd.DataFrame) -> pd.DataFrame:
+    runs = rows[rows["left_out"] != ""]
+    if runs["left_out"].nunique() < 2:
+        raise ValueError(
+            "leave_one_out needs runs leaving out each of >= 2 training environments, "
+            f"found {sorted(runs['left_out'].unique().tolist())}"
+        )
+    held = runs[(runs["role"] == "validation") & (runs["environment"] == runs["left_out"])]
+    return _per_restart(held)
+
+
+def _validation_test_domain(rows: pd.DataFrame) -> pd.DataFrame:
+    return _per_restart(rows[(rows["role"] == "test_holdout") & (rows["left_out"] == "")])
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    """A registered rule: which records validate, and which runs report.
+
+    ``validation(records) -> (setting, restart, score)`` frame; ``reports_left_out``
+    says whether the reported test values come from the left-out runs (leave-one-out)
+    or from runs on all training environments.
+    """
+
+    name: str
+    label: str
+    validation: Callable[[pd.DataFrame], pd.DataFrame]
+    reports_left_out: bool = False
+
+
+RULES: dict[str, SelectionRule] = {
+    rule.name: rule
+    for rule in (
+        SelectionRule(
+            "training_domain", "training-domain validation", _validation_training_domain
+        ),
+        SelectionRule(
+            "leave_one_out",
+            "leave-one-environment-out",
+            _validation_leave_one_out,
+            reports_left_out=True,
+        ),
+        SelectionRule("test_domain", "test-domain oracle", _validation_test_domain),
+    )
+}
+
+
+def get_rule(name: str) -> SelectionRule:
+    """Look up a selection rule; the error names the closest match and lists all."""
+    return lookup(RULES, name, "selection rule")
+
+
+def select(records: pd.DataFrame, rule: str | SelectionRule) -> pd.DataFrame:
+    """Apply ``rule`` to each method of a sweep-record table.
+
+    Parameters
+    ----------
+    records
+        Columns :data:`RECORD_COLUMNS`; one protocol tag only.
+    rule
+        A rule name of :data:`RULES` or the rule itself.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method: ``protocol, rule, method, setting, validation_score,
+        n_restarts, test_mean, test_std`` (std with ``ddof=0``).
+
+    Raises
+    ------
+    ProtocolMismatchError
+        When ``records`` mixes protocol tags.
+    KeyError
+        For an unknown rule.
+    ValueError
+        When the rule's records are missing (e.g. leave-one-out without left-out runs).
+    """
+    rule = get_rule(rule) if isinstance(rule, str) else rule
+    protocol = check_one_protocol(records, "sweep records")
+    missing = set(RECORD_COLUMNS) - set(records.columns)
+    if missing:
+        raise ValueError(f"sweep records lack columns {sorted(missing)}")
+    out = []
+    for method, rows in records.groupby("method", sort=False):
+        val = rule.validation(rows)
+        if val.empty:
+            raise ValueError(f"rule {rule.name!r}: no validation records for method {method!r}")
+        means = val.groupby("setting", sort=False)["score"].mean()
+        setting = means.index[int(np.argmax(means.to_numpy()))]
+        chosen = rows[(rows["setting"] == setting) & (rows["role"] == "test")]
+        chosen = chosen[(chosen["left_out"] != "") == rule.reports_left_out]
+        test = _per_restart(chosen)["score"].to_numpy()
+        out.append(
+            {
+                "protocol": protocol,
+                "rule": rule.name,
+                "method": method,
+                "setting": setting,
+                "validation_score": float(means[setting]),
+                "n_restarts": len(test),
+                "test_mean": float(test.mean()) if len(test) else np.nan,
+                "test_std": float(test.std(ddof=0)) if len(test) else np.nan,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def holdout_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Split ``range(n)`` into (training, validation) index arrays.
+
+    ``fraction`` of the rows (rounded, at least one, never all) go to validation, drawn
+    by ``rng`` (seed it from the data seed: same seed, same split). Both arrays are
+    sorted and disjoint. Raises ``ValueError`` for a fraction outside (0, 1) or
+    ``n < 2``.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must lie in (0, 1), found {fraction}")
+    if n < 2:
+        raise ValueError(f"need >= 2 rows to hold some out, found {n}")
+    k = min(max(round(n * fraction), 1), n - 1)
+    perm = rng.permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
