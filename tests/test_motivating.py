@@ -1,4 +1,4 @@
-"""The introduction's motivating example: closed forms, least squares and IRMv1."""
+"""The motivating example (paper Example 1, Section 2): closed forms, least squares and IRMv1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The motivating example of the IRM paper's introduction (Section 1), regenerated.
+"""The IRM paper's motivating example (Example 1, Section 2), regenerated.
 
 One environment per noise scale σ > 0::
 
