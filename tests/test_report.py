@@ -252,8 +252,8 @@ def test_diverged_runs_are_listed(built: dict) -> None:
 
 
 def section_text(html: str, section_id: str) -> str:
-    """The text of ``<section id=section_id>`` up to the next top-level section, tags
-    stripped and entities decoded."""
+    """The text of ``<section id=section_id>`` up to the next ``<section`` (a nested
+    subsection's too), tags stripped and entities decoded."""
     start = html.index(f'<section id="{section_id}">')
     end = html.find("<section id=", start + 1)
     body = re.sub(r"<[^>]+>", " ", html[start : end if end > 0 else None])
@@ -269,6 +269,12 @@ def test_sem_section_states_the_o_e_convention_of_its_setup_codes(built: dict) -
     assert "O means σ_y² = 1, σ₂² = e²" in text
     assert "W_hx = I" in text and "mean squared error over the non-causal" in text
     assert "swapped" not in section_text(built["html"], "cmnist")
+
+
+def test_motivating_section_says_its_irmv1_sigmas_are_not_the_papers(built: dict) -> None:
+    # tests/fixtures/run/tables/motivating.csv trains IRMv1 on σ ∈ {0.5, 2}.
+    text = section_text(built["html"], "motivating-example")
+    assert "IRMv1 is trained on σ ∈ {0.5, 2}, not on the paper's σ² ∈ {10, 20}" in text
 
 
 def test_cmnist_section_states_the_label_polarity(built: dict) -> None:
