@@ -2,7 +2,7 @@
 
 Both run in this process on the same problem (draws of one setup, the default reg grid)
 and are timed side by side; the script prints time per model-step of each, their ratio,
-the time of ICP and ERM per draw, and the projected wall time of the full Figure 3
+the time of ICP and ERM per draw, and the projected wall time of the full Figure 4
 protocol (8 setups x 200 draws x 6 reg values x 100,000 steps, plus ICP and ERM) with
 one single-threaded job per core.
 

@@ -2,7 +2,7 @@
 
 Two studies are scored:
 
-* The linear SEM study (Section 5.1, Figure 3). The paper prints Figure 3 only as a
+* The linear SEM study (Section 5.1, Figure 4). The paper prints Figure 4 only as a
   bar chart; the numbers below are the means of the committed results of the public
   reference code (facebookresearch/InvariantRiskMinimization, ``code/experiment_synthetic``,
   200 SEM draws per setup), as listed in irm-bench issue 2. They come without a spread.

@@ -10,7 +10,12 @@ Follows the public reference code (facebookresearch/InvariantRiskMinimization,
   ``d x d`` matrix, applied on the right: observed inputs are ``[x, z] @ S``, so a
   coefficient vector ``w_hat`` fitted on scrambled inputs reads ``S @ w_hat`` in the
   unscrambled basis;
-* the target is the sum of ``y``'s ``d / 2`` coordinates.
+* the target is the sum of ``y``'s ``d / 2`` coordinates (the paper has a scalar Y), and
+  ``x``, ``z`` and ``h`` have ``d / 2 = 5`` coordinates each (the paper's have 10);
+* fully observed setups keep ``h`` with ``W_hx = I`` (the paper's text sets it to 0), so
+  ``x`` has variance ``2 e²``;
+* the letters E and O are the code's (``hetero=1`` is E), swapped relative to the paper's
+  text, which calls ``σ_y² = e², σ_z² = 1`` O.
 
 For a noise scale ``e`` and ``k = d / 2``::
 

@@ -26,7 +26,7 @@ from irm_bench.scorecard import PUBLISHED, SEM_PROTOCOL
 
 METHOD_LABELS = {"erm": "ERM", "icp": "ICP", "irmv1": "IRMv1", "grayscale": "Grayscale oracle"}
 METHOD_COLORS = {"erm": "#4c72b0", "icp": "#dd8452", "irmv1": "#55a868", "grayscale": "#8172b3"}
-#: Floor for zero errors on the log-scale axes of Figure 3.
+#: Floor for zero errors on the log-scale axes of Figure 4.
 LOG_FLOOR = 1e-6
 
 _STYLE = {
@@ -100,7 +100,7 @@ def _axis_label(value: float) -> str:
 
 
 def plot_sem_errors(errors: pd.DataFrame) -> Figure:
-    """Figure 3 regenerated: causal and non-causal error per setup and method.
+    """Figure 4 regenerated: causal and non-causal error per setup and method.
 
     Bars are means over non-diverged SEM draws, error bars ± std (clipped at the floor
     of the log axis); black ticks are the reference values of the public code.

@@ -117,7 +117,7 @@ def build_motivating(
     figure_paths: Sequence[str | Path],
     settings: MotivatingSettings | None = None,
 ) -> None:
-    """Run the introduction's motivating example; write its long table and figure(s).
+    """Run the motivating example (Example 1, Section 2); write its long table and figure(s).
 
     The figure format follows each path's suffix (``.png``, ``.pdf``, ``.svg``).
     """

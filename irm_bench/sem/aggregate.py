@@ -1,8 +1,8 @@
-"""Aggregate the SEM study's per-draw results into the Figure 3 and lambda-sweep tables.
+"""Aggregate the SEM study's per-draw results into the Figure 4 and lambda-sweep tables.
 
 Means and standard deviations (``ddof=0``, as ``numpy.std`` in the reference
 ``plot.py``) run over draws whose fit did not diverge; diverged fits are counted in
-``n_diverged`` and never averaged in. For IRMv1 the Figure 3 row is the fit selected
+``n_diverged`` and never averaged in. For IRMv1 the Figure 4 row is the fit selected
 by validation MSE on the last environment; a draw whose every grid fit diverged has no
 selected fit and counts as diverged.
 """

@@ -1,6 +1,6 @@
-"""Figures of the SEM study: the paper's Figure 3 and the IRMv1 lambda sweep.
+"""Figures of the SEM study: the paper's Figure 4 and the IRMv1 lambda sweep.
 
-Figure 3 (Section 5.1) shows, per setup, the mean causal and non-causal error of each
+Figure 4 (Section 5.1) shows, per setup, the mean causal and non-causal error of each
 method over SEM draws with standard-deviation error bars on a log scale, fully observed
 (F) setups in one panel and partially observed (P) ones in the other; the reference
 ``plot.py`` draws the same bars (``numpy.std``, ``log=True``).
@@ -33,7 +33,7 @@ def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
 
 
 def plot_sem_errors(draws: pd.DataFrame, paths: Sequence[str | Path]) -> None:
-    """Figure 3: mean +- std (over non-diverged draws) of each error, log scale.
+    """Figure 4: mean +- std (over non-diverged draws) of each error, log scale.
 
     Rows: F causal, F non-causal, P causal, P non-causal; columns: the setups of each
     family in the order they appear in ``draws``. Saves to every path in ``paths``.
@@ -132,7 +132,7 @@ def plot_lambda_sweep(draws: pd.DataFrame, paths: Sequence[str | Path]) -> None:
 def make_sem_figures(
     draws_csv: str, errors_paths: Sequence[str], sweep_paths: Sequence[str]
 ) -> None:
-    """Read ``sem_draws.csv`` and draw Figure 3 and the lambda sweep."""
+    """Read ``sem_draws.csv`` and draw Figure 4 and the lambda sweep."""
     draws = pd.read_csv(draws_csv)
     plot_sem_errors(draws, errors_paths)
     if (draws["method"] == "irmv1").any():

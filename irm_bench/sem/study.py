@@ -1,4 +1,4 @@
-"""The linear SEM study of the IRM paper (Section 5.1, Figure 3): one job's worth.
+"""The linear SEM study of the IRM paper (Section 5.1, Figure 4): one job's worth.
 
 A job fits every configured method on a contiguous block of SEM draws of one setup.
 Each draw gets its own SEM (weights and scramble) and samples, seeded by

@@ -1,4 +1,4 @@
-# Rules of the report part of the workflow: the introduction's motivating example, and
+# Rules of the report part of the workflow: the motivating example (Example 1), and
 # the paper-style report (one self-contained HTML file and its PDF) built from every
 # enabled study's tables. The report takes each table it shows as an input, so any
 # changed table rebuilds it.

@@ -1,4 +1,4 @@
-# Rules of the sem part of the workflow: the linear SEM study of Section 5.1 (Figure 3).
+# Rules of the sem part of the workflow: the linear SEM study of Section 5.1 (Figure 4).
 # One sem_fit job per (setup, block of draws_per_job draws); all IRMv1 models of a job
 # train together as one batched tensor program, single-threaded (tiny tensors gain
 # nothing from threads, so jobs run side by side).

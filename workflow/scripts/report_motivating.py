@@ -1,4 +1,4 @@
-"""Snakemake entry: the introduction's motivating example (table and figure)."""
+"""Snakemake entry: the paper's motivating example (Example 1, Section 2) (table and figure)."""
 
 import logging
 

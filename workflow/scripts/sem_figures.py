@@ -1,4 +1,4 @@
-"""Draw Figure 3 and the IRMv1 lambda sweep (rule sem_figures)."""
+"""Draw Figure 4 and the IRMv1 lambda sweep (rule sem_figures)."""
 
 import logging
 
