@@ -246,6 +246,29 @@ def run_sem_job(
     return rows, coefs, timings
 
 
+#: Measured single-thread CPU cost per model-step (benchmarks/sem_speed.py, rounded
+#: up): IRMv1's closed-form trainer, and the generic trainer (Fishr's, the slowest).
+SECONDS_PER_MODEL_STEP = {"irmv1": 2e-6, "generic": 1e-5}
+
+
+def fit_runtime_minutes(section: Mapping[str, Any], margin: float = 5.0) -> int:
+    """Scheduler time limit (minutes, at least 10) of one ``sem_fit`` job.
+
+    ``section`` is the validated ``sem`` config section; every gradient method adds
+    ``draws_per_job * grid size * steps`` model-steps at its measured cost.
+    """
+    config = SEMStudyConfig.from_mapping(section)
+    seconds = 0.0
+    for name in config.methods:
+        if name == "irmv1":
+            irm = config.irmv1
+            seconds += len(irm.reg_grid) * irm.steps * SECONDS_PER_MODEL_STEP["irmv1"]
+        elif name in config.gradient:
+            block = config.gradient[name]
+            seconds += len(block.grid) * block.steps * SECONDS_PER_MODEL_STEP["generic"]
+    return max(10, int(config.draws_per_job * seconds * margin / 60))
+
+
 def set_threads(threads: int) -> None:
     """Use ``threads`` intra-op threads (the Snakemake rule's ``threads``)."""
     torch.set_num_threads(max(1, int(threads)))

@@ -50,7 +50,7 @@ from irm_bench.methods.contract import EnvStats, MethodSpec
 from irm_bench.methods.irm_linear import select_by_validation
 
 #: Penalty weights of a penalised method without ``lambda_grid`` in its config block.
-DEFAULT_LAMBDA_GRID = (1.0, 10.0, 100.0, 1000.0)
+DEFAULT_LAMBDA_GRID = (1.0, 100.0, 10000.0)
 #: Keys of a method's ``sem.<method>`` block besides its grid and hyper-parameters.
 TRAINER_KEYS = ("steps", "lr", "check_every")
 
@@ -71,7 +71,11 @@ class GradientSEMConfig:
     penalty_weight
         λ when it is not swept (methods with ``penalised``); 1 otherwise, unused.
     steps, lr
-        Full-batch Adam steps and learning rate (betas 0.9, 0.999, eps 1e-8).
+        Full-batch Adam steps and learning rate (betas 0.9, 0.999, eps 1e-8). The
+        defaults (2,500 steps at 1e-2) are not IRMv1's 100,000 at 1e-3: they keep the
+        three extra methods within ~2 CPU-minutes for the default study. Measured on FOU
+        and PES (30 draws): V-REx's mean causal errors after 2,500 steps at 1e-2 are
+        within 1% (PES) to 25% (FOU, λ = 10^4) of those after 20,000 steps at 1e-3.
     check_every
         Steps between divergence checks (non-finite ``Phi`` or loss).
     device
@@ -82,8 +86,8 @@ class GradientSEMConfig:
     grid: tuple[float, ...] = DEFAULT_LAMBDA_GRID
     hparams: Mapping[str, Any] = field(default_factory=dict)
     penalty_weight: float = 1.0
-    steps: int = 5000
-    lr: float = 1e-3
+    steps: int = 2500
+    lr: float = 1e-2
     check_every: int = 100
     device: str = "cpu"
 
