@@ -6,6 +6,12 @@ the time of ICP and ERM per draw, and the projected wall time of the full Figure
 protocol (8 setups x 200 draws x 6 reg values x 100,000 steps, plus ICP and ERM) with
 one single-threaded job per core.
 
+Then, for every other gradient method of the registry that runs in the SEM study (the
+generic batched trainer, irm_bench/sem/trainer.py: V-REx, Fishr, GroupDRO, ...), the
+same side by side (batched trainer with the method's default grid, one-model autograd
+loop on raw samples) and the projected CPU time of the default study's part for it
+(8 setups x 200 draws x grid x its configured steps).
+
     PYTHONPATH=. python benchmarks/sem_speed.py [--draws 200] [--steps 2000] [--cores 2]
 
 Timings on a shared machine are noisy; the ratio, measured in one run, is the robust
@@ -22,9 +28,11 @@ import numpy as np
 import torch
 
 from irm_bench.envs.moments import LinearMoments
+from irm_bench.methods import methods_for
 from irm_bench.methods.erm import ERM
 from irm_bench.methods.icp import ICP
 from irm_bench.methods.irm_linear import IRMv1Config, train_batched, train_one_autograd
+from irm_bench.sem import trainer as generic
 from irm_bench.sem.study import SEMStudyConfig, draw_environments
 
 FULL = {"setups": 8, "draws": 200, "regs": 6, "steps": 100_000}
@@ -80,6 +88,44 @@ def main() -> None:
         f"one-model loop: {(model_steps * one + n_draws * icp) / 3600:.0f} CPU-hours"
     )
     print(f"diverged in batched run: {int(np.sum(result.diverged))}")
+    generic_methods(args, envs)
+
+
+def generic_methods(args: argparse.Namespace, envs: list) -> None:
+    """Per-method us per model-step of the generic trainer beside the one-model loop."""
+    import yaml
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "config.yaml")) as fh:
+        section = yaml.safe_load(fh)["sem"]
+    config = SEMStudyConfig.from_mapping(section)
+    moments = LinearMoments.stack([LinearMoments.from_samples(e[:2], fourth=True) for e in envs])
+    pairs = [(torch.tensor(x), torch.tensor(y)) for x, y in envs[0][:2]]  # float64 samples
+    total = 0.0
+    print("\ngeneric trainer (CPU time per model-step; one-model loop in float64 on raw samples)")
+    print(f"{'method':10s} {'batched us':>11s} {'one-model us':>13s} {'ratio':>7s} "
+          f"{'grid':>5s} {'steps':>6s} {'default study CPU-min':>22s}")  # fmt: skip
+    for name, spec in methods_for("sem").items():
+        if spec.linear_fit is not None or name not in config.gradient:
+            continue
+        block = config.gradient[name]
+        short = generic.GradientSEMConfig(**{**block.__dict__, "steps": 5})
+        generic.train_gradient_batched(spec, moments, short)  # warm-up
+        timed = generic.GradientSEMConfig(**{**block.__dict__, "steps": args.steps // 4})
+        # CPU time of this (single-threaded) process: robust to other jobs sharing cores.
+        start = time.process_time()
+        generic.train_gradient_batched(spec, moments, timed)
+        per = (time.process_time() - start) / (timed.steps * args.draws * len(block.grid))
+        start = time.process_time()
+        generic.train_one_autograd(
+            spec, pairs, block.point_hparams(spec, 0), block.point_lambda(spec, 0),
+            steps=args.one_steps // 5, lr=block.lr,
+        )  # fmt: skip
+        one = (time.process_time() - start) / (args.one_steps // 5)
+        cpu = FULL["setups"] * FULL["draws"] * len(block.grid) * block.steps * per
+        total += cpu
+        print(f"{name:10s} {per * 1e6:11.2f} {one * 1e6:13.1f} {one / per:6.0f}x "
+              f"{len(block.grid):5d} {block.steps:6d} {cpu / 60:22.2f}")  # fmt: skip
+    print(f"generic-trainer methods in the default study: {total / 60:.2f} CPU-minutes")
 
 
 if __name__ == "__main__":

@@ -403,6 +403,7 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
     sem = config["sem"]
     if sem["enabled"] and sem["draws_per_job"] > sem["n_draws"]:
         sem["draws_per_job"] = sem["n_draws"]
+    problems.extend(_method_problems(sem["methods"], "sem"))
     if not check_paths:
         return problems
     cmnist = config["cmnist"]
@@ -425,4 +426,24 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
                 f"config key '{key}': expected a folder that can be created and written, "
                 f"found '{value}' ({why})"
             )
+    return problems
+
+
+def _method_problems(names: list[str], study: str) -> list[str]:
+    """One line per entry of ``<study>.methods`` that is not a registered method of
+    ``study`` (the registry's error names the closest match; check_study names the
+    study)."""
+    from irm_bench.methods import check_study, get_method
+
+    problems = []
+    for i, name in enumerate(names):
+        key = f"{study}.methods[{i}]"
+        try:
+            check_study(get_method(name), study, key)
+        except KeyError as err:
+            problems.append(
+                f"config key '{key}': expected a registered method, found {name!r} ({err.args[0]})"
+            )
+        except ValueError as err:
+            problems.append(str(err))
     return problems

@@ -349,5 +349,6 @@ def groupdro_weights(q: torch.Tensor, risks: torch.Tensor, eta: float) -> torch.
     Sagawa et al. (2020, arXiv:1911.08731, Algorithm 1). ``q``, ``risks``: ``(M, E)``;
     returns the new ``(M, E)`` weights (each row sums to 1).
     """
-    q = q * torch.exp(eta * risks.detach())
-    return q / q.sum(dim=-1, keepdim=True)
+    # The same update in the log domain: exp(eta R) overflows float32 once eta R > 88
+    # (SEM risks reach 10^2 at the start), the normalised weights do not.
+    return torch.softmax(torch.log(q) + eta * risks.detach(), dim=-1)

@@ -78,7 +78,32 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown-setup", {"sem": {"setups": ["FOU", "FOS", "FOX"]}}, "sem.setups[2]", SETUPS),
     ("empty-methods", {"sem": {"methods": []}}, "sem.methods", "at least 1 item"),
     ("dup-methods", {"sem": {"methods": ["erm", "erm"]}}, "sem.methods", "without duplicates"),
-    ("unknown-sem-method", {"sem": {"methods": ["vrex"]}}, "sem.methods[0]", "erm, icp, irmv1"),
+    ("unknown-sem-method", {"sem": {"methods": ["vrx"]}}, "sem.methods[0]", "did you mean 'vrex'"),
+    (
+        "unknown-sem-vrex",
+        {"sem": {"vrex": {"lamda_grid": [1]}}},
+        "sem.vrex.lamda_grid",
+        "lambda_grid",
+    ),
+    (
+        "negative-vrex-lambda",
+        {"sem": {"vrex": {"lambda_grid": [-1]}}},
+        "sem.vrex.lambda_grid[0]",
+        ">= 0",
+    ),
+    ("zero-fishr-steps", {"sem": {"fishr": {"steps": 0}}}, "sem.fishr.steps", "an integer >= 1"),
+    (
+        "zero-groupdro-eta",
+        {"sem": {"groupdro": {"eta_grid": [0]}}},
+        "sem.groupdro.eta_grid[0]",
+        "> 0",
+    ),
+    (
+        "lambda-for-groupdro",
+        {"sem": {"groupdro": {"lambda_grid": [1]}}},
+        "sem.groupdro.lambda_grid",
+        "eta_grid",
+    ),
     ("unknown-cmnist-method", {"cmnist": {"methods": ["irm"]}}, "cmnist.methods[0]", "'irmv1'?"),
     ("two-env-scales", {"sem": {"env_scales": [0.2, 2.0]}}, "sem.env_scales", "at least 3"),
     ("negative-scale", {"sem": {"env_scales": [0.2, -1, 5]}}, "sem.env_scales[1]", "a number > 0"),
@@ -320,3 +345,17 @@ def test_yaml_traps_get_a_hint(patch, line, default_config):
     with pytest.raises(ConfigError) as info:
         validate_config(_merge(default_config, patch), check_paths=False)
     assert line in str(info.value)
+
+
+def test_a_method_the_sem_study_cannot_run_is_named_with_the_study(monkeypatch, base_dir):
+    import dataclasses
+
+    from irm_bench.methods import METHODS
+
+    mlp_only = dataclasses.replace(METHODS["vrex"], name="mlp_only", studies=frozenset({"cmnist"}))
+    monkeypatch.setitem(METHODS, "mlp_only", mlp_only)
+    with pytest.raises(ConfigError) as err:
+        validate_config({"sem": {"methods": ["erm", "mlp_only"]}}, check_paths=False)
+    assert "config key 'sem.methods[1]': method 'mlp_only' cannot run in the sem study" in str(
+        err.value
+    )

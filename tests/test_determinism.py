@@ -23,7 +23,7 @@ from irm_bench.mnist import fetch_mnist
 from irm_bench.sem.study import SEMStudyConfig, run_sem_job
 
 SEM_SMALL = SEMStudyConfig(
-    setups=("PES",), n_draws=2, draws_per_job=2, n_per_env=100,
+    setups=("PES",), n_draws=2, draws_per_job=2, n_per_env=100, methods=("erm", "icp", "irmv1"),
     irmv1=IRMv1Config(reg_grid=(0.0, 0.1), steps=50),
 )  # fmt: skip
 RESULT_COLUMNS = ["causal_error", "noncausal_error", "val_mse", "diverged"]

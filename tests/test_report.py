@@ -219,14 +219,16 @@ def test_sem_sweep_and_selected_lambda_tables_show_the_csv(built: dict) -> None:
     rows = records(built["parsed"], "sem-lambda-sweep")
     assert len(rows) == len(df)
     for row in rows:
-        lam = shown(row["λ"])
+        # The fixture sweep is IRMv1's alone (no method column): "λ = 999".
+        assert row["method"] == "IRMv1" and row["grid point"].startswith("λ = ")
+        lam = shown(row["grid point"].removeprefix("λ = "))
         match = df[(df["setup"] == row["setup"]) & np.isclose(df["lambda"], lam, rtol=1e-5)]
         (r,) = match.itertuples()
         assert int(row["draws"]) == r.n_draws and int(row["diverged"]) == r.n_diverged
         assert_pm(row["causal error"], r.causal_error_mean, r.causal_error_std)
         assert_pm(row["non-causal error"], r.noncausal_error_mean, r.noncausal_error_std)
     sel = csv("sem_selected_lambda")
-    for row in records(built["parsed"], "sem-selected-lambda"):
+    for row in records(built["parsed"], "sem-selected-irmv1"):
         for key, cell in row.items():
             if key == "setup":
                 continue
@@ -530,6 +532,6 @@ def test_empty_sweeps_and_curves_are_said_not_drawn(tmp_path: Path) -> None:
         frame.iloc[:0].to_csv(root / rel, index=False)
     build_report(table_paths(root), fixture_config(), REPO, root, tmp_path / "e.html", None)
     html = (tmp_path / "e.html").read_text()
-    for what in ("IRMv1 λ sweep", "Colored MNIST λ sweep", "training curves"):
+    for what in ("SEM grid sweeps", "Colored MNIST λ sweep", "training curves"):
         assert f"No {what} in this run" in html
     assert html.count("<svg") == N_FIGURES - 3

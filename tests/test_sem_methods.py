@@ -7,10 +7,9 @@ import pytest
 from scipy import stats
 
 from irm_bench.envs import LinearMoments
-from irm_bench.methods import ERM, ICP, METHODS, build_method, get_method
+from irm_bench.methods import ERM, ICP, METHODS, get_method, methods_for
 from irm_bench.methods.base import hparams_from_mapping
 from irm_bench.methods.icp import ICPConfig, all_subsets, icp_subset_pvalues
-from irm_bench.methods.irm_linear import IRMv1Config
 from irm_bench.sem.study import SEMStudyConfig, draw_environments
 
 
@@ -98,14 +97,37 @@ def test_hyperparameters_reject_unknown_keys():
         ICPConfig(alpha=1.5)
 
 
-@pytest.mark.parametrize("name", sorted(n for n, s in METHODS.items() if s.linear_fit))
+@pytest.mark.parametrize("name", list(methods_for("sem")))
 def test_every_method_honours_the_contract(name):
-    config = SEMStudyConfig(n_per_env=40, irmv1=IRMv1Config(reg_grid=(0.0, 0.1), steps=20))
+    section = {
+        "n_per_env": 40, "methods": [name],
+        "irmv1": {"reg_grid": [0.0, 0.1], "steps": 20},
+        **({name: {"steps": 20}} if METHODS[name].linear_fit is None else {}),
+    }  # fmt: skip
+    config = SEMStudyConfig.from_mapping(section)
     envs = [draw_environments("FOU", k, config)[1] for k in range(3)]
-    moments = LinearMoments.stack([LinearMoments.from_samples(e) for e in envs])
-    fit = build_method(name, config).fit(moments)
+    moments = LinearMoments.stack([LinearMoments.from_samples(e, fourth=True) for e in envs])
+    method = config.build(name)
+    fit = method.fit(moments)
     n_grid = len(fit.grid)
     assert fit.coefficients.shape == (3, n_grid, 10)
     assert fit.diverged.shape == fit.diverged_step.shape == (3, n_grid)
     assert np.all((fit.selected >= 0) & (fit.selected < n_grid))
     assert np.all(np.isfinite(fit.coefficients))
+    if n_grid > 1:  # a method with a grid names its hyper-parameter and its values
+        assert fit.hparam and len(fit.grid_columns[fit.hparam]) == n_grid
+
+
+def test_a_method_that_cannot_run_in_the_sem_study_is_named_with_the_study(monkeypatch):
+    import dataclasses
+
+    only_cmnist = dataclasses.replace(
+        METHODS["vrex"], name="mlp_only", studies=frozenset({"cmnist"})
+    )
+    monkeypatch.setitem(METHODS, "mlp_only", only_cmnist)
+    with pytest.raises(
+        ValueError, match=r"'sem\.methods\[1\]': method 'mlp_only' cannot run in the sem"
+    ):
+        SEMStudyConfig(methods=("erm", "mlp_only"))
+    with pytest.raises(ValueError, match=r"'sem\.methods\[0\]'.*did you mean 'vrex'"):
+        SEMStudyConfig(methods=("vrx",))

@@ -13,7 +13,7 @@ from irm_bench.sem.aggregate import error_table, lambda_sweep_table, selected_la
 from irm_bench.sem.study import SEMStudyConfig, run_sem_job
 
 SMALL = SEMStudyConfig(
-    setups=("FOS",), n_draws=2, draws_per_job=2, n_per_env=100,
+    setups=("FOS",), n_draws=2, draws_per_job=2, n_per_env=100, methods=("erm", "icp", "irmv1"),
     irmv1=IRMv1Config(reg_grid=(0.0, 0.1), steps=30),
 )  # fmt: skip
 

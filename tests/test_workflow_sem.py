@@ -77,20 +77,27 @@ def test_smoke_run_writes_every_sem_and_minimal_output(repo_root, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     res = tmp_path / "results"
     errors = pd.read_csv(res / "tables/sem_errors.csv")
-    assert len(errors) == 2 * 3  # setups FOU, PES x methods erm, icp, irmv1
+    # setups FOU, PES x methods erm, icp, irmv1, vrex, fishr, groupdro
+    assert len(errors) == 2 * 6
     assert (errors["n_draws"] == 4).all() and (errors["n_diverged"] == 0).all()
     assert errors["causal_error_mean"].notna().all()
     # ERM on FOU: the pooled least squares puts ~0.1 weight on each effect (reference .009).
     fou_erm = errors.query("setup == 'FOU' and method == 'erm'").iloc[0]
     assert 0.002 < fou_erm["causal_error_mean"] < 0.05
     draws = pd.read_csv(res / "tables/sem_draws.csv")
-    assert len(draws) == 2 * 4 * (1 + 1 + 3)
+    grid = {"erm": 1, "icp": 1, "irmv1": 3, "vrex": 2, "fishr": 2, "groupdro": 2}
+    assert len(draws) == 2 * 4 * sum(grid.values())
+    assert draws.groupby("method").size().to_dict() == {m: 8 * g for m, g in grid.items()}
     sweep = pd.read_csv(res / "tables/sem_lambda_sweep.csv")
-    assert len(sweep) == 2 * 3 and set(sweep["lambda"].round(6)) == {float("inf"), 999.0, 9.0}
+    assert len(sweep) == 2 * (3 + 2 + 2 + 2)
+    irm = sweep[sweep["method"] == "irmv1"]
+    assert set(irm["lambda"].round(6)) == {float("inf"), 999.0, 9.0}
+    assert set(sweep.loc[sweep["method"] == "groupdro", "hparam_value"]) == {0.01, 1.0}
     counts = pd.read_csv(res / "tables/sem_selected_lambda.csv")
-    assert counts.groupby("setup")["count"].sum().eq(4).all()
+    assert counts.groupby(["setup", "method"])["count"].sum().eq(4).all()
+    assert set(counts["method"]) == {"irmv1", "vrex", "fishr", "groupdro"}
     coefs = pd.read_csv(res / "tables/sem_coefficients.csv")
-    assert len(coefs) == 2 * 4 * 5 * 10
+    assert len(coefs) == len(draws) * 10
     final = json.loads((res / "minimal/final.json").read_text())
     assert final["steps"] == 2000 and len(final["phi"]) == 4
     trajectory = pd.read_csv(res / "minimal/trajectory.csv")

@@ -40,6 +40,10 @@ class LinearMoments:
         ``(..., E, d)`` feature means.
     y_mean
         ``(..., E)`` target means.
+    zzxx
+        ``(..., E, d+1, d+1, d, d)`` fourth moments ``mean z_k z_l x_m x_n`` with
+        ``z = (x, y)``, or ``None`` (not computed). They give the per-environment variance
+        of per-example gradients of the squared error (Fishr), exactly.
     """
 
     n: np.ndarray
@@ -48,15 +52,20 @@ class LinearMoments:
     yy: np.ndarray
     x_mean: np.ndarray
     y_mean: np.ndarray
+    zzxx: np.ndarray | None = None
 
     @classmethod
     def from_samples(
-        cls, environments: Sequence[tuple[np.ndarray, np.ndarray]], rows: str = "all"
+        cls,
+        environments: Sequence[tuple[np.ndarray, np.ndarray]],
+        rows: str = "all",
+        fourth: bool = False,
     ) -> LinearMoments:
         """Moments of each ``(inputs (n, d), target (n,))`` pair.
 
         ``rows`` picks the samples used: ``all``, or the ``even`` / ``odd`` indexed ones
-        (the two halves of the split-batch IRMv1 penalty estimator).
+        (the two halves of the split-batch IRMv1 penalty estimator). ``fourth`` also
+        computes :attr:`zzxx` (``n (d+1)^2 d^2`` flops per environment).
         """
         if rows not in ROWS:
             raise ValueError(f"rows must be one of {ROWS}, found {rows!r}")
@@ -68,7 +77,12 @@ class LinearMoments:
             n = x.shape[0]
             parts.append((n, x.T @ x / n, x.T @ y / n, y @ y / n, x.mean(0), y.mean()))
         n, xx, xy, yy, xm, ym = (np.array(col) for col in zip(*parts, strict=True))
-        return cls(n=n, xx=xx, xy=xy, yy=yy, x_mean=xm, y_mean=ym)
+        zzxx = None
+        if fourth:
+            zzxx = np.stack(
+                [_fourth_moments(x[start::step], y[start::step]) for x, y in environments]
+            )
+        return cls(n=n, xx=xx, xy=xy, yy=yy, x_mean=xm, y_mean=ym, zzxx=zzxx)
 
     @classmethod
     def stack(cls, items: Sequence[LinearMoments]) -> LinearMoments:
@@ -83,6 +97,7 @@ class LinearMoments:
             yy=np.stack([m.yy for m in items]),
             x_mean=np.stack([m.x_mean for m in items]),
             y_mean=np.stack([m.y_mean for m in items]),
+            zzxx=None if any(m.zzxx is None for m in items) else np.stack([m.zzxx for m in items]),
         )
 
     @property
@@ -99,6 +114,7 @@ class LinearMoments:
             yy=self.yy[..., index],
             x_mean=self.x_mean[..., index, :],
             y_mean=self.y_mean[..., index],
+            zzxx=None if self.zzxx is None else self.zzxx[..., index, :, :, :, :],
         )
 
     def pooled(self) -> LinearMoments:
@@ -117,6 +133,7 @@ class LinearMoments:
             yy=pool(self.yy, -1),
             x_mean=pool(self.x_mean, -2),
             y_mean=pool(self.y_mean, -1),
+            zzxx=None if self.zzxx is None else pool(self.zzxx, -5),
         )
 
     def mse(self, coefficients: np.ndarray) -> np.ndarray:
@@ -129,3 +146,13 @@ class LinearMoments:
         quad = np.einsum("...gi,...eij,...gj->...ge", b, self.xx, b)
         lin = np.einsum("...gi,...ei->...ge", b, self.xy)
         return quad - 2 * lin + self.yy[..., None, :]
+
+
+def _fourth_moments(inputs: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``mean_i z_ik z_il x_im x_in`` with ``z = (x, y)``: ``(d+1, d+1, d, d)``, float64."""
+    x = np.asarray(inputs, dtype=np.float64)
+    z = np.column_stack([x, np.asarray(target, dtype=np.float64)])
+    n, d = x.shape
+    zz = (z[:, :, None] * z[:, None, :]).reshape(n, -1)
+    xx = (x[:, :, None] * x[:, None, :]).reshape(n, -1)
+    return (zz.T @ xx / n).reshape(d + 1, d + 1, d, d)

@@ -36,6 +36,11 @@ class LinearFit:
         ``(D, G)`` the fit produced non-finite parameters and was stopped.
     diverged_step
         ``(D, G)`` step at which divergence was detected, ``-1`` if it did not diverge.
+    hparam
+        Name of the swept hyper-parameter (``lambda``, ``eta``); ``""`` without a grid.
+    grid_columns
+        Per grid point values for the result tables, ``G`` each: ``hparam``'s values and
+        any others the method reports (IRMv1: ``reg`` and ``lambda``).
     """
 
     coefficients: np.ndarray
@@ -43,6 +48,8 @@ class LinearFit:
     selected: np.ndarray
     diverged: np.ndarray
     diverged_step: np.ndarray
+    hparam: str = ""
+    grid_columns: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def single(cls, coefficients: np.ndarray) -> LinearFit:

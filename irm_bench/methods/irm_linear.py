@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from irm_bench.divergence import newly_diverged, zero_models
 from irm_bench.envs.moments import LinearMoments
 from irm_bench.methods.base import LinearFit
 from irm_bench.penalties import LinearIRMv1Gradient, batch_last_moments, get_penalty_estimator
@@ -147,15 +148,13 @@ def train_batched(
             phi.grad = gradient(phi)
             adam.step()
             if step % config.check_every == 0 or step == config.steps:
-                bad = ~torch.isfinite(phi).all(0).all(0) & ~diverged
+                finite = torch.isfinite(phi).all(0).all(0)
+                bad = newly_diverged(finite, diverged, diverged_step, step)
                 if bad.any():
-                    diverged_step[bad] = step
-                    diverged |= bad
                     # Stop the diverged models: zero data, parameters and Adam state.
                     gradient.freeze(bad)
                     state = adam.state[phi]
-                    for t in (phi, state["exp_avg"], state["exp_avg_sq"]):
-                        t[..., bad] = 0
+                    zero_models((phi, state["exp_avg"], state["exp_avg_sq"]), bad)
     seconds = time.perf_counter() - start
     out = phi.detach().permute(2, 0, 1).double().cpu().numpy().copy()
     out[diverged.cpu().numpy()] = np.nan
@@ -204,6 +203,8 @@ class LinearIRMv1:
             selected=select_by_validation(val_mse),
             diverged=result.diverged.reshape(n_draws, n_regs),
             diverged_step=result.diverged_step.reshape(n_draws, n_regs),
+            hparam="lambda",
+            grid_columns={"reg": regs, "lambda": tuple(penalty_weight_lambda(r) for r in regs)},
         )
 
 

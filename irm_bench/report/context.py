@@ -26,6 +26,7 @@ from irm_bench.report.studies import _cmnist_section, _sem_section
 from irm_bench.report.tables import MinimalTables, ReportTables
 
 METHOD_LABELS = figures.METHOD_LABELS
+method_label = figures.method_label
 METRIC_LABELS = {
     "causal_error": "causal",
     "noncausal_error": "non-causal",
@@ -182,6 +183,23 @@ def _scorecard_table(scores: list[sc.Score], study_notes: dict[str, str]) -> Tab
     )  # fmt: skip
 
 
+def _sem_grid_text(method: str, section: dict) -> str:
+    """``IRMv1 λ grid {∞, 999}, 100000 Adam steps``: one SEM method's grid from the config
+    (IRMv1's reg as λ = (1 − reg)/reg; others their ``<name>_grid``); "" without one."""
+    block = section.get(method) or {}
+    if "reg_grid" in block:
+        values = [math.inf if r == 0 else (1 - r) / r for r in block["reg_grid"]]
+        name = "λ"
+    else:
+        key = next((k for k in block if k.endswith("_grid")), None)
+        if key is None:
+            return ""
+        values = block[key]
+        name = {"lambda_grid": "λ", "eta_grid": "η"}.get(key, key.removesuffix("_grid"))
+    grid = ", ".join(f.lam(v) for v in values)
+    return f"{method_label(method)} {name} grid {{{grid}}}, {block.get('steps')} Adam steps"
+
+
 def build_context(
     tables: ReportTables, provenance: Provenance, title: str = "irm-bench report"
 ) -> dict[str, Any]:
@@ -227,15 +245,13 @@ def build_context(
     summary = []
     if tables.sem is not None:
         s = cfg.get("sem", {})
-        grid = s.get("irmv1", {}).get("reg_grid", [])
-        lams = ", ".join(f.lam(math.inf if r == 0 else (1 - r) / r) for r in grid)
+        grids = "; ".join(filter(None, (_sem_grid_text(m, s) for m in s.get("methods", []))))
         summary.append(
             ("SEM (Section 5.1)",
              f"setups {', '.join(s.get('setups', []))}; methods "
-             f"{', '.join(METHOD_LABELS.get(m, m) for m in s.get('methods', []))}; "
-             f"{s.get('n_draws')} draws per setup, base seed {s.get('seed')}; IRMv1 λ grid "
-             f"{{{lams}}}, {s.get('irmv1', {}).get('steps')} Adam steps; device "
-             f"setting {cfg.get('device')}")
+             f"{', '.join(method_label(m) for m in s.get('methods', []))}; "
+             f"{s.get('n_draws')} draws per setup, base seed {s.get('seed')}; {grids}; "
+             f"device setting {cfg.get('device')}")
         )  # fmt: skip
     if tables.cmnist is not None:
         c = cfg.get("cmnist", {})

@@ -99,6 +99,22 @@ def _axis_label(value: float) -> str:
     return lambda_label(value)
 
 
+def method_label(method: str) -> str:
+    """Display name: the method registry's label, else this module's table, else the name."""
+    from irm_bench.methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec.label if spec is not None else METHOD_LABELS.get(method, method)
+
+
+def method_colour(method: str) -> str:
+    """Colour: the method registry's, else this module's table, else grey."""
+    from irm_bench.methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec.colour if spec is not None else METHOD_COLORS.get(method, "0.5")
+
+
 def plot_sem_errors(errors: pd.DataFrame) -> Figure:
     """Figure 4 regenerated: causal and non-causal error per setup and method.
 
@@ -112,7 +128,7 @@ def plot_sem_errors(errors: pd.DataFrame) -> Figure:
     }
     groups = [("F", "fully observed"), ("P", "partially observed")]
     metrics = [("causal_error", "causal error"), ("noncausal_error", "non-causal error")]
-    methods = [m for m in ("erm", "icp", "irmv1") if m in set(errors["method"])]
+    methods = list(dict.fromkeys(errors["method"]))  # every method, in table order
     present = [g for g in groups if errors["setup"].str.startswith(g[0]).any()]
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(
@@ -137,8 +153,8 @@ def plot_sem_errors(errors: pd.DataFrame) -> Figure:
                         shown,
                         width,
                         yerr=[lower, std],
-                        color=METHOD_COLORS[method],
-                        label=METHOD_LABELS[method],
+                        color=method_colour(method),
+                        label=method_label(method),
                         error_kw={"elinewidth": 0.7, "capsize": 1.5},
                     )
                     ref = [published.get((s, method, metric)) for s in setups]
@@ -162,44 +178,50 @@ def plot_sem_errors(errors: pd.DataFrame) -> Figure:
 
 
 def plot_sem_lambda_sweep(sweep: pd.DataFrame) -> Figure:
-    """IRMv1 causal and non-causal error vs λ, one panel per setup, mean ± std."""
+    """Causal and non-causal error vs each gridded method's hyper-parameter (IRMv1's λ,
+    V-REx's and Fishr's λ, GroupDRO's η, ...): one row of panels per method, one panel
+    per setup, mean ± std. Tables without a ``method`` column are IRMv1's."""
+    if "method" not in sweep:
+        sweep = sweep.assign(method="irmv1", hparam="lambda", hparam_value=sweep["lambda"])
     setups = list(dict.fromkeys(sweep["setup"]))
-    ncols = min(4, len(setups))
-    nrows = math.ceil(len(setups) / ncols)
+    methods = list(dict.fromkeys(sweep["method"]))
+    nrows, ncols = len(methods), len(setups)
     with plt.rc_context(_STYLE):
         fig, axes = plt.subplots(
             nrows, ncols, figsize=(1.75 * ncols + 0.6, 1.9 * nrows + 0.5), squeeze=False
         )
-        for ax in axes.flat[len(setups) :]:
-            ax.set_visible(False)
-        for ax, setup in zip(axes.flat, setups, strict=False):
-            sub = sweep[sweep["setup"] == setup].sort_values("lambda")
-            pos, ticks, labels = _lambda_positions(sub["lambda"].to_numpy(float))
-            for metric, color, label in (
-                ("causal_error", "#c44e52", "causal"),
-                ("noncausal_error", "#4c72b0", "non-causal"),
-            ):
-                mean = sub[f"{metric}_mean"].to_numpy(float)
-                std = sub[f"{metric}_std"].to_numpy(float)
-                ax.plot(pos, np.maximum(mean, LOG_FLOOR), "o-", ms=2.5, color=color, label=label)
-                ax.fill_between(
-                    pos,
-                    np.maximum(mean - std, LOG_FLOOR),
-                    np.maximum(mean + std, LOG_FLOOR),
-                    color=color,
-                    alpha=0.2,
-                    lw=0,
-                )
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xticks(ticks, labels, rotation=45 if len(ticks) > 4 else 0)
-            ax.set_title(setup)
-            ax.set_xlabel("λ")
-        for row in axes:
-            row[0].set_ylabel("error")
+        for row, method in enumerate(methods):
+            for ax, setup in zip(axes[row], setups, strict=True):
+                sub = sweep[(sweep["setup"] == setup) & (sweep["method"] == method)]
+                sub = sub.sort_values("hparam_value")
+                pos, ticks, labels = _lambda_positions(sub["hparam_value"].to_numpy(float))
+                for metric, color, label in (
+                    ("causal_error", "#c44e52", "causal"),
+                    ("noncausal_error", "#4c72b0", "non-causal"),
+                ):
+                    mean = sub[f"{metric}_mean"].to_numpy(float)
+                    std = sub[f"{metric}_std"].to_numpy(float)
+                    ax.plot(
+                        pos, np.maximum(mean, LOG_FLOOR), "o-", ms=2.5, color=color, label=label
+                    )
+                    ax.fill_between(
+                        pos,
+                        np.maximum(mean - std, LOG_FLOOR),
+                        np.maximum(mean + std, LOG_FLOOR),
+                        color=color,
+                        alpha=0.2,
+                        lw=0,
+                    )
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xticks(ticks, labels, rotation=45 if len(ticks) > 4 else 0)
+                ax.set_title(f"{method_label(method)}: {setup}")
+                name = str(sub["hparam"].iloc[0]) if len(sub) else "lambda"
+                ax.set_xlabel("λ" if name == "lambda" else {"eta": "η"}.get(name, name))
+            axes[row, 0].set_ylabel("error")
         handles, names = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=2, frameon=False)
-        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        fig.tight_layout(rect=(0, 0.07 / nrows, 1, 1))
     return fig
 
 

@@ -38,6 +38,14 @@ SEM_CODE_NOT_TEXT = (
 )
 
 
+def _grid_point(name: str, value: float) -> str:
+    """``λ = 99999``, ``η = 0.1``: one SEM grid point as a table cell."""
+    return f"{_SYMBOLS.get(name, name)} = {f.lam(value)}"
+
+
+_SYMBOLS = {"lambda": "λ", "eta": "η"}
+
+
 def _sem_section(sem: SemTables) -> Section:
     errors = sem.errors
     published = {(p.setup, p.method, p.metric): p for p in sc.PUBLISHED if p.study == "sem"}
@@ -48,13 +56,27 @@ def _sem_section(sem: SemTables) -> Section:
         Note(
             f"Protocol {protocols_of(errors)}. "
             f"{', '.join(map(str, n_draws))} SEM draws per setup; "
-            "ERM and ICP use all three environments, IRMv1 trains on the first two and selects "
-            "λ on the third (e = 5). Errors are mean squared coefficient errors over the causal "
-            "and the non-causal coordinates, in the unscrambled basis. "
+            "ERM and ICP use all three environments; the gradient methods (IRMv1 and every "
+            "other registered one) train on the first two and select their grid point (λ, "
+            "or GroupDRO's η) on the third (e = 5). Errors are mean squared coefficient errors "
+            "over the causal and the non-causal coordinates, in the unscrambled basis. "
             f"Diverged fits: {n_div} (counted per setup and method below, excluded from means)."
         )
     )
     sec.add(Note(f"{SEM_CONVENTION} {SEM_CODE_NOT_TEXT}"))
+    unpublished = [
+        figures.method_label(m)
+        for m in dict.fromkeys(errors["method"])
+        if not any(k[1] == m for k in published)
+    ]
+    if unpublished:
+        sec.add(
+            Note(
+                f"No published numbers exist for {', '.join(unpublished)} in this study: the "
+                "IRM paper and its reference code report ERM, ICP and IRMv1 only, so these rows "
+                "have no reference value and no scorecard entry."
+            )
+        )
     add_figure(
         sec,
         errors,
@@ -63,7 +85,8 @@ def _sem_section(sem: SemTables) -> Section:
             "fig-sem-errors",
             figures.to_svg(figures.plot_sem_errors(errors), "fsem"),
             "Figure 4 of the paper regenerated: mean causal (top) and non-causal (bottom) "
-            "error per setup and method (IRMv1 at the λ selected on the third environment), "
+            "error per setup and method (gradient methods at the grid point selected on the "
+            "third environment), "
             f"over {', '.join(map(str, n_draws))} SEM draws per setup; error bars are ± one "
             "standard deviation over draws (lower ends clipped at 10⁻⁶, the floor of the log "
             "axis, where zero errors are drawn). Black ticks: the reference code's means over "
@@ -73,7 +96,7 @@ def _sem_section(sem: SemTables) -> Section:
     rows = []
     for _, r in errors.iterrows():
         comparable = r["protocol"] == sc.SEM_PROTOCOL
-        cells = [r["setup"], METHOD_LABELS.get(r["method"], r["method"]), r["protocol"]]
+        cells = [r["setup"], figures.method_label(r["method"]), r["protocol"]]
         cells += [f.integer(r["n_draws"]), f.integer(r["n_diverged"])]
         for metric in ("causal_error", "noncausal_error"):
             cells.append(plus_minus(f.err(r[f"{metric}_mean"]), f.err(r[f"{metric}_std"])))
@@ -92,44 +115,66 @@ def _sem_section(sem: SemTables) -> Section:
     )  # fmt: skip
 
     sel = sem.selected_lambda
-    lambdas = sorted(set(sel["lambda"].astype(float)))
-    sel_rows = []
-    for setup in dict.fromkeys(sel["setup"]):
-        sub = sel[sel["setup"] == setup]
-        counts = {float(k): int(v) for k, v in sub.groupby("lambda")["count"].sum().items()}
-        sel_rows.append([setup, *[str(counts.get(lv, 0)) for lv in lambdas]])
-    sec.add(
-        Table(
-            "sem-selected-lambda",
-            "IRMv1: how often each λ = (1 − reg)/reg was selected (lowest MSE on the third "
-            "environment), SEM draws per setup; ∞ is the penalty-only objective (reg = 0).",
-            ["setup", *[f"λ = {f.lam(lv)}" for lv in lambdas]],
-            sel_rows,
+    if "method" not in sel:  # tables of IRMv1 alone, written before the method column
+        sel = sel.assign(method="irmv1", hparam="lambda", hparam_value=sel["lambda"])
+    for method in dict.fromkeys(sel["method"]):
+        msel = sel[sel["method"] == method]
+        name = str(msel["hparam"].iloc[0])
+        symbol = _SYMBOLS.get(name, name)
+        values = list(dict.fromkeys(msel["hparam_value"].astype(float)))
+        sel_rows = []
+        for setup in dict.fromkeys(msel["setup"]):
+            sub = msel[msel["setup"] == setup]
+            counts = {
+                float(k): int(v) for k, v in sub.groupby("hparam_value")["count"].sum().items()
+            }
+            sel_rows.append([setup, *[str(counts.get(v, 0)) for v in values]])
+        how = (
+            "λ = (1 − reg)/reg; ∞ is the penalty-only objective (reg = 0)"
+            if method == "irmv1"
+            else f"its own {symbol} grid (sem.{method} in the config)"
         )
-    )
-    sweep = sem.lambda_sweep.sort_values(["setup", "lambda"], kind="stable")
+        sec.add(
+            Table(
+                f"sem-selected-{method}",
+                f"{figures.method_label(method)}: how often each {symbol} was selected (lowest "
+                f"MSE on the third environment), SEM draws per setup; {how}.",
+                ["setup", *[f"{symbol} = {f.lam(v)}" for v in values]],
+                sel_rows,
+            )
+        )
+    sweep = sem.lambda_sweep
+    if "method" not in sweep:
+        sweep = sweep.assign(method="irmv1", hparam="lambda", hparam_value=sweep["lambda"])
+    # Rows per method (table order), then setup, then grid order as written.
+    order = {m: k for k, m in enumerate(dict.fromkeys(sweep["method"]))}
+    sweep = sweep.sort_values("method", key=lambda m: m.map(order), kind="stable")
     sweep_draws = ", ".join(map(str, sorted(set(sweep["n_draws"].astype(int)))))
     add_figure(
         sec,
         sweep,
-        "IRMv1 λ sweep",
+        "SEM grid sweeps",
         lambda: Figure(
             "fig-sem-sweep",
             figures.to_svg(figures.plot_sem_lambda_sweep(sweep), "fsweep"),
-            "IRMv1 causal and non-causal error at every λ of the grid (not only the selected "
-            f"one), mean over {sweep_draws} SEM draws per setup with ± one standard deviation "
-            "shaded; diverged fits excluded. λ = (1 − reg)/reg; ∞ is reg = 0.",
+            "Causal and non-causal error of each gradient method at every point of its grid "
+            f"(not only the selected one), mean over {sweep_draws} SEM draws per setup with ± "
+            "one standard deviation shaded; diverged fits excluded. IRMv1: λ = (1 − reg)/reg, "
+            "∞ is reg = 0; GroupDRO's grid is its step size η.",
         ),
     )
     sec.add(
         Table(
             "sem-lambda-sweep",
-            "IRMv1 errors at every λ (mean ± std over non-diverged draws).",
-            ["setup", "λ", "draws", "diverged", "causal error", "non-causal error"],
+            "Errors of each gradient method at every grid point (mean ± std over non-diverged "
+            "draws).",
+            ["setup", "method", "grid point", "draws", "diverged", "causal error",
+             "non-causal error"],
             [
                 [
                     r["setup"],
-                    f.lam(r["lambda"]),
+                    figures.method_label(r["method"]),
+                    _grid_point(r["hparam"], r["hparam_value"]),
                     f.integer(r["n_draws"]),
                     f.integer(r["n_diverged"]),
                     plus_minus(f.err(r["causal_error_mean"]), f.err(r["causal_error_std"])),
@@ -138,7 +183,7 @@ def _sem_section(sem: SemTables) -> Section:
                 for _, r in sweep.iterrows()
             ],
         )
-    )
+    )  # fmt: skip
     div = sem.draws[sem.draws["diverged"]]
     sec.add(
         Table(
@@ -148,7 +193,7 @@ def _sem_section(sem: SemTables) -> Section:
             ["setup", "draw", "seed", "method", "λ", "diverged at step"],
             [
                 [r["setup"], f.integer(r["draw"]), f.integer(r["seed"]),
-                 METHOD_LABELS.get(r["method"], r["method"]), f.lam(r["lambda"]),
+                 figures.method_label(r["method"]), f.lam(r["lambda"]),
                  f.integer(r["diverged_step"])]
                 for _, r in div.iterrows()
             ],

@@ -2,9 +2,11 @@
 
 Means and standard deviations (``ddof=0``, as ``numpy.std`` in the reference
 ``plot.py``) run over draws whose fit did not diverge; diverged fits are counted in
-``n_diverged`` and never averaged in. For IRMv1 the Figure 4 row is the fit selected
+``n_diverged`` and never averaged in. For a method with a grid the Figure 4 row is the fit selected
 by validation MSE on the last environment; a draw whose every grid fit diverged has no
-selected fit and counts as diverged.
+selected fit and counts as diverged. Every method with a grid (``hparam`` column: IRMv1's
+and the generic trainer's methods) gets the same selection and sweep tables, keyed on
+(setup, method, hyper-parameter value).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _error_stats(group: pd.DataFrame) -> pd.Series:
 def selected_fits(draws: pd.DataFrame) -> pd.DataFrame:
     """One row per (setup, draw, method): the selected fit, or a diverged placeholder.
 
-    For methods without a grid every row is selected. IRMv1 draws without a selected fit
+    For methods without a grid every row is selected. Draws without a selected fit
     (all grid points diverged) get a row with ``diverged=True`` and NaN errors.
     """
     chosen = draws[draws["selected"].astype(bool)]
@@ -50,11 +52,33 @@ def selected_fits(draws: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([chosen, missing], ignore_index=True)
 
 
+def with_hparam(draws: pd.DataFrame) -> pd.DataFrame:
+    """``draws`` with the ``hparam`` / ``hparam_value`` columns of each grid point.
+
+    Tables written before those columns existed get them from IRMv1's ``lambda`` (the
+    only gridded method then); methods without a grid have ``hparam = ""``.
+    """
+    if "hparam" in draws:
+        return draws.assign(hparam=draws["hparam"].fillna("").astype(str))
+    irm = draws["method"] == "irmv1"
+    return draws.assign(
+        hparam=np.where(irm, "lambda", ""),
+        hparam_value=np.where(irm, draws["lambda"], np.nan),
+    )
+
+
+def format_hparam(name: str, value: float) -> str:
+    """A grid point as text: ``99999`` for a penalty weight λ, ``eta=0.1`` otherwise."""
+    text = format_lambda(float(value))
+    return text if name == "lambda" else f"{name}={text}"
+
+
 def error_table(draws: pd.DataFrame, methods_order: Sequence[str] | None = None) -> pd.DataFrame:
     """``sem_errors.csv``: one row per (setup, method) of selected fits.
 
     Columns: protocol, setup, method, n_draws, n_diverged, causal_error_mean/std,
-    noncausal_error_mean/std, selected_lambda_counts (IRMv1 only, e.g. ``inf:3;99999:120``).
+    noncausal_error_mean/std, selected_lambda_counts (methods with a grid: how often
+    each grid point was selected, e.g. ``inf:3;99999:120``, ``eta=0.1:7;eta=1:193``).
     """
     sel = selected_fits(draws)
     table = (
@@ -64,19 +88,19 @@ def error_table(draws: pd.DataFrame, methods_order: Sequence[str] | None = None)
     )
     counts = selected_lambda_table(draws)
     text = (
-        counts.groupby("setup", sort=False)
+        counts.groupby(["setup", "method"], sort=False)
         .apply(
             lambda g: ";".join(
-                f"{format_lambda(lam)}:{c}" for lam, c in zip(g["lambda"], g["count"], strict=True)
+                f"{format_hparam(h, v)}:{c}"
+                for h, v, c in zip(g["hparam"], g["hparam_value"], g["count"], strict=True)
             ),
             include_groups=False,
         )
         .rename("selected_lambda_counts")
         .reset_index()
         if len(counts)
-        else pd.DataFrame(columns=["setup", "selected_lambda_counts"])
+        else pd.DataFrame(columns=["setup", "method", "selected_lambda_counts"])
     )
-    text["method"] = "irmv1"
     table = table.merge(text, on=["setup", "method"], how="left")
     table["selected_lambda_counts"] = table["selected_lambda_counts"].fillna("")
     table.insert(0, "protocol", PROTOCOL)
@@ -96,30 +120,43 @@ def _order(table: pd.DataFrame, draws: pd.DataFrame, methods_order) -> pd.DataFr
     return table.sort_values(["_s", "_m"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
 
 
-def selected_lambda_table(draws: pd.DataFrame) -> pd.DataFrame:
-    """``sem_selected_lambda.csv``: how often each ``reg`` was selected per setup.
+GRID_KEYS = ["setup", "method", "hparam", "hparam_value"]
 
-    Columns: protocol, setup, reg, lambda, count (every grid point, zeros included).
+
+def _gridded(draws: pd.DataFrame) -> pd.DataFrame:
+    draws = with_hparam(draws)
+    return draws[draws["hparam"] != ""]
+
+
+def selected_lambda_table(draws: pd.DataFrame) -> pd.DataFrame:
+    """``sem_selected_lambda.csv``: how often each grid point was selected, per setup and
+    method with a grid (IRMv1's λ, V-REx's and Fishr's λ, GroupDRO's eta, ...).
+
+    Columns: protocol, setup, method, hparam, hparam_value, reg, lambda, count (every
+    grid point, zeros included; ``reg`` is IRMv1's, NaN for the others).
     """
-    irm = draws[draws["method"] == "irmv1"]
-    grid = irm[["setup", "reg", "lambda"]].drop_duplicates()
-    chosen = irm[irm["selected"].astype(bool)].groupby(["setup", "reg"]).size().rename("count")
-    out = grid.merge(chosen.reset_index(), on=["setup", "reg"], how="left")
+    gridded = _gridded(draws)
+    grid = gridded[[*GRID_KEYS, "reg", "lambda"]].drop_duplicates(GRID_KEYS)
+    chosen = gridded[gridded["selected"].astype(bool)].groupby(GRID_KEYS).size().rename("count")
+    out = grid.merge(chosen.reset_index(), on=GRID_KEYS, how="left")
     out["count"] = out["count"].fillna(0).astype(int)
     out.insert(0, "protocol", PROTOCOL)
     return out.reset_index(drop=True)
 
 
 def lambda_sweep_table(draws: pd.DataFrame) -> pd.DataFrame:
-    """``sem_lambda_sweep.csv``: IRMv1 errors at every grid point (selected or not).
+    """``sem_lambda_sweep.csv``: errors of every method with a grid at every grid point
+    (selected or not), in grid order.
 
-    Columns: protocol, setup, reg, lambda, n_draws, n_diverged, causal_error_mean/std,
-    noncausal_error_mean/std.
+    Columns: protocol, setup, method, hparam, hparam_value, reg, lambda, n_draws,
+    n_diverged, causal_error_mean/std, noncausal_error_mean/std.
     """
-    irm = draws[draws["method"] == "irmv1"]
+    gridded = _gridded(draws)
     cols = ["draw", "diverged", *ERROR_COLUMNS]
     table = (
-        irm.groupby(["setup", "reg", "lambda"], sort=False)[cols].apply(_error_stats).reset_index()
+        gridded.groupby([*GRID_KEYS, "reg", "lambda"], sort=False, dropna=False)[cols]
+        .apply(_error_stats)
+        .reset_index()
     )
     for col in ("n_draws", "n_diverged"):
         table[col] = table[col].astype(int)

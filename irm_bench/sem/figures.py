@@ -1,4 +1,4 @@
-"""Figures of the SEM study: the paper's Figure 4 and the IRMv1 lambda sweep.
+"""Figures of the SEM study: the paper's Figure 4 and each gridded method's sweep.
 
 Figure 4 (Section 5.1) shows, per setup, the mean causal and non-causal error of each
 method over SEM draws with standard-deviation error bars on a log scale, fully observed
@@ -15,15 +15,28 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from irm_bench.io import save_figure
-from irm_bench.sem.aggregate import format_lambda, selected_fits
+from irm_bench.sem.aggregate import format_hparam, selected_fits, with_hparam
 
-METHOD_LABELS = {"erm": "ERM", "icp": "ICP", "irmv1": "IRM"}
 ERROR_LABELS = {"causal_error": "causal error", "noncausal_error": "non-causal error"}
+
+
+def _label(method: str) -> str:
+    """The registry's display name (the config name for an unregistered one)."""
+    from irm_bench.methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec.label if spec is not None else method
+
+
+def _colour(method: str, fallback: object) -> object:
+    from irm_bench.methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec.colour if spec is not None else fallback
 
 
 def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
@@ -40,12 +53,14 @@ def plot_sem_errors(draws: pd.DataFrame, paths: Sequence[str | Path]) -> None:
     """
     sel = selected_fits(draws)
     sel = sel[~sel["diverged"].astype(bool)].copy()
-    sel["method"] = sel["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    methods = list(dict.fromkeys(draws["method"]))
+    sel["method"] = sel["method"].map(_label)
     setups = list(dict.fromkeys(draws["setup"]))
     families = [f for f in ("F", "P") if any(s.startswith(f) for s in setups)]
     n_cols = max(sum(s.startswith(f) for s in setups) for f in families)
-    order = [METHOD_LABELS.get(m, m) for m in dict.fromkeys(draws["method"])]
-    palette = dict(zip(order, sns.color_palette("tab10", len(order)), strict=True))
+    order = [_label(m) for m in methods]
+    fallback = sns.color_palette("tab10", len(order))
+    palette = {_label(m): _colour(m, fallback[i]) for i, m in enumerate(methods)}
     fig, axes = plt.subplots(
         2 * len(families), n_cols, figsize=(2.2 * n_cols + 0.6, 2.0 * len(families) * 2),
         squeeze=False,
@@ -87,44 +102,56 @@ def plot_sem_errors(draws: pd.DataFrame, paths: Sequence[str | Path]) -> None:
 
 
 def plot_lambda_sweep(draws: pd.DataFrame, paths: Sequence[str | Path]) -> None:
-    """IRMv1 causal and non-causal error (mean +- std over draws) at every grid lambda.
+    """Causal and non-causal error (mean +- std over draws) at every grid point of every
+    method with a grid (IRMv1's λ, V-REx's, Fishr's λ, GroupDRO's eta, ...).
 
-    One panel per setup; x is the penalty weight ``lambda = (1 - reg)/reg`` in grid
-    order (categorical, ``inf`` for ``reg = 0``), y is log scale.
+    One row of panels per method, one panel per setup; x is the grid point in grid
+    order (categorical: ``inf`` is IRMv1's ``reg = 0``), y is log scale. A config
+    without any gridded method gets a one-line placeholder figure.
     """
-    irm = draws[(draws["method"] == "irmv1") & ~draws["diverged"].astype(bool)].copy()
+    gridded = with_hparam(draws)
+    gridded = gridded[(gridded["hparam"] != "") & ~gridded["diverged"].astype(bool)].copy()
+    methods = list(dict.fromkeys(gridded["method"]))
+    if not methods:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no method with a grid among sem.methods", ha="center")
+        _save(fig, paths)
+        return
     setups = list(dict.fromkeys(draws["setup"]))
-    grid = irm[["reg", "lambda"]].drop_duplicates().sort_values("reg")
-    labels = [format_lambda(v) for v in grid["lambda"]]
-    irm["lambda_label"] = irm["lambda"].map(format_lambda)
-    long = irm.melt(
-        id_vars=["setup", "draw", "lambda_label"],
+    gridded["point"] = [
+        format_hparam(h, v)
+        for h, v in zip(gridded["hparam"], gridded["hparam_value"], strict=True)
+    ]
+    long = gridded.melt(
+        id_vars=["setup", "method", "draw", "point"],
         value_vars=list(ERROR_LABELS),
         var_name="error",
         value_name="value",
     )
     long["error"] = long["error"].map(ERROR_LABELS)
-    n_cols = min(4, len(setups))
-    n_rows = int(np.ceil(len(setups) / n_cols))
+    n_rows, n_cols = len(methods), len(setups)
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(3.2 * n_cols, 2.6 * n_rows), squeeze=False, sharey=True
+        n_rows, n_cols, figsize=(2.6 * n_cols + 0.6, 2.4 * n_rows), squeeze=False, sharey=True
     )
-    for i, setup in enumerate(setups):
-        ax = axes[i // n_cols, i % n_cols]
-        sns.pointplot(
-            data=long[long["setup"] == setup], x="lambda_label", y="value", hue="error",
-            order=labels, errorbar="sd", dodge=0.3, ax=ax, markersize=4, linewidth=1,
-        )  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_title(setup)
-        ax.set_xlabel("penalty weight λ")
-        ax.set_ylabel("error")
-        ax.tick_params(axis="x", labelrotation=45)
-        if i:
-            ax.get_legend().remove()
-    for j in range(len(setups), n_rows * n_cols):
-        axes[j // n_cols, j % n_cols].set_visible(False)
-    fig.suptitle("IRMv1 errors over the λ grid (mean ± std over draws)")
+    for r, method in enumerate(methods):
+        labels = list(dict.fromkeys(gridded.loc[gridded["method"] == method, "point"]))
+        for c, setup in enumerate(setups):
+            ax = axes[r, c]
+            sub = long[(long["setup"] == setup) & (long["method"] == method)]
+            sns.pointplot(
+                data=sub, x="point", y="value", hue="error", order=labels,
+                errorbar="sd", dodge=0.3, ax=ax, markersize=4, linewidth=1,
+            )  # fmt: skip
+            ax.set_yscale("log")
+            ax.set_title(f"{_label(method)}, {setup}", fontsize=9)
+            ax.set_xlabel("λ" if set(gridded.loc[gridded["method"] == method, "hparam"]) == {
+                "lambda"} else "grid point")  # fmt: skip
+            ax.set_ylabel("error")
+            ax.tick_params(axis="x", labelrotation=45)
+            if (r, c) != (0, 0) and ax.get_legend() is not None:
+                ax.get_legend().remove()
+    fig.suptitle("Errors over each method's grid (mean ± std over draws)")
     fig.tight_layout()
     _save(fig, paths)
 
@@ -132,13 +159,7 @@ def plot_lambda_sweep(draws: pd.DataFrame, paths: Sequence[str | Path]) -> None:
 def make_sem_figures(
     draws_csv: str, errors_paths: Sequence[str], sweep_paths: Sequence[str]
 ) -> None:
-    """Read ``sem_draws.csv`` and draw Figure 4 and the lambda sweep."""
+    """Read ``sem_draws.csv`` and draw Figure 4 and the grid sweeps."""
     draws = pd.read_csv(draws_csv)
     plot_sem_errors(draws, errors_paths)
-    if (draws["method"] == "irmv1").any():
-        plot_lambda_sweep(draws, sweep_paths)
-    else:  # no IRMv1 in the config: say so rather than leave the target missing
-        fig, ax = plt.subplots(figsize=(4, 1))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "IRMv1 not among sem.methods", ha="center")
-        _save(fig, sweep_paths)
+    plot_lambda_sweep(draws, sweep_paths)

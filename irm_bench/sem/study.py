@@ -21,11 +21,12 @@ import torch
 
 from irm_bench.envs.moments import LinearMoments
 from irm_bench.envs.sem import SETUP_CODES, ChainSEM, SEMSetup, causal_noncausal_errors
-from irm_bench.methods import build_method
-from irm_bench.methods.base import LinearFit, hparams_from_mapping
+from irm_bench.methods import build_method, check_study, get_method
+from irm_bench.methods.base import LinearFit, LinearMethod, hparams_from_mapping
 from irm_bench.methods.icp import ICPConfig
-from irm_bench.methods.irm_linear import IRMv1Config, penalty_weight_lambda
+from irm_bench.methods.irm_linear import IRMv1Config
 from irm_bench.seeds import derive_seed, numpy_generator
+from irm_bench.sem.trainer import GradientSEMConfig, SEMGradientMethod
 
 PROTOCOL = "irm-paper-sem"
 
@@ -41,11 +42,20 @@ class SEMStudyConfig:
     env_scales: tuple[float, ...] = (0.2, 2.0, 5.0)
     dim: int = 10
     seed: int = 0
-    methods: tuple[str, ...] = ("erm", "icp", "irmv1")
+    methods: tuple[str, ...] = ("erm", "icp", "irmv1", "vrex", "fishr", "groupdro")
     icp: ICPConfig = field(default_factory=ICPConfig)
     irmv1: IRMv1Config = field(default_factory=IRMv1Config)
+    #: Settings of the gradient methods without a closed-form SEM fit, by name (the
+    #: ``sem.<method>`` blocks); a method missing here trains with the defaults.
+    gradient: Mapping[str, GradientSEMConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for i, name in enumerate(self.methods):
+            try:
+                spec = get_method(name)
+            except KeyError as err:
+                raise ValueError(f"config key 'sem.methods[{i}]': {err.args[0]}") from None
+            check_study(spec, "sem", f"sem.methods[{i}]")
         for code in self.setups:
             SEMSetup.from_code(code)
         if len(self.env_scales) < 3:
@@ -56,12 +66,38 @@ class SEMStudyConfig:
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], device: str = "cpu") -> SEMStudyConfig:
         """Build from the validated ``sem`` config section (``enabled`` is ignored)."""
+        from irm_bench.methods import METHODS
+
         values = {k: v for k, v in section.items() if k != "enabled"}
         icp = hparams_from_mapping(ICPConfig, values.pop("icp", {}), "sem.icp")
         irm = {**values.pop("irmv1", {}), "device": device}
         irmv1 = hparams_from_mapping(IRMv1Config, irm, "sem.irmv1")
+        gradient = {}
+        for name in [k for k in values if k in METHODS]:
+            spec = METHODS[name]
+            block = values.pop(name)
+            if spec.linear_fit is not None or spec.objective is None:
+                raise ValueError(f"unknown key 'sem.{name}' (method {name} has no SEM block)")
+            gradient[name] = GradientSEMConfig.from_mapping(
+                spec, block or {}, f"sem.{name}", device
+            )
+        for name in values.get("methods", ()):
+            spec = METHODS.get(name)
+            if spec is not None and spec.linear_fit is None and name not in gradient:
+                gradient[name] = GradientSEMConfig.from_mapping(spec, {}, f"sem.{name}", device)
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return hparams_from_mapping(cls, {**values, "icp": icp, "irmv1": irmv1}, "sem")
+        return hparams_from_mapping(
+            cls, {**values, "icp": icp, "irmv1": irmv1, "gradient": gradient}, "sem"
+        )
+
+    def build(self, name: str) -> LinearMethod:
+        """The SEM fit of method ``name``: its closed form (``linear_fit``: ERM, ICP,
+        IRMv1's batched fast path), else the generic gradient trainer."""
+        spec = get_method(name)
+        check_study(spec, "sem", "sem.methods")
+        if spec.linear_fit is not None:
+            return build_method(name, self)
+        return SEMGradientMethod(spec, self.gradient.get(name))
 
     @property
     def n_chunks(self) -> int:
@@ -139,11 +175,13 @@ def run_sem_job(
     start = time.perf_counter()
     sems, seeds, full, even, odd = [], [], [], [], []
     split = config.irmv1.penalty_estimator == "split" and "irmv1" in config.methods
+    methods = {name: config.build(name) for name in config.methods}
+    fourth = any(getattr(m, "needs_fourth_moments", False) for m in methods.values())
     for draw in draws:
         sem, envs, seed = draw_environments(setup, draw, config)
         sems.append(sem)
         seeds.append(seed)
-        full.append(LinearMoments.from_samples(envs))
+        full.append(LinearMoments.from_samples(envs, fourth=fourth))
         if split:
             even.append(LinearMoments.from_samples(envs, rows="even"))
             odd.append(LinearMoments.from_samples(envs, rows="odd"))
@@ -154,20 +192,25 @@ def run_sem_job(
     timings["data"] = time.perf_counter() - start
 
     row_parts, coef_parts = [], []
-    for name in config.methods:
+    for name, method in methods.items():
         start = time.perf_counter()
-        method = build_method(name, config)
         fit = method.fit(moments, halves)
         timings[name] = time.perf_counter() - start
         cols, unscrambled = _fit_rows(name, fit, moments, scrambles, solution)
         n_draws, n_grid = unscrambled.shape[:2]
-        reg = np.array([np.nan if g is None else g for g in fit.grid], dtype=float)
-        lam = np.array([np.nan if g is None else penalty_weight_lambda(g) for g in fit.grid])
+
+        def column(key: str, fit: LinearFit = fit, n_grid: int = n_grid) -> np.ndarray:
+            return np.asarray(fit.grid_columns.get(key, (np.nan,) * n_grid), dtype=float)
+
+        reg, lam = column("reg"), column("lambda")
+        value = column(fit.hparam) if fit.hparam else np.full(n_grid, np.nan)
         frame = pd.DataFrame({k: np.asarray(v).reshape(-1) for k, v in cols.items()})
         frame.insert(0, "draw", np.repeat(np.asarray(draws), n_grid))
         frame.insert(1, "seed", np.repeat(np.asarray(seeds, dtype=np.int64), n_grid))
         frame["reg"] = reg[frame["grid_index"]]
         frame["lambda"] = lam[frame["grid_index"]]
+        frame["hparam"] = fit.hparam
+        frame["hparam_value"] = value[frame["grid_index"]]
         row_parts.append(frame)
         d = unscrambled.shape[-1]
         coef = pd.DataFrame(
@@ -180,6 +223,8 @@ def run_sem_job(
                 "index": np.tile(np.arange(d), n_draws * n_grid),
                 "coefficient": unscrambled.reshape(-1),
                 "true_coefficient": np.tile(solution, n_draws * n_grid),
+                "hparam": fit.hparam,
+                "hparam_value": np.tile(np.repeat(value, d), n_draws),
             }
         )
         coef_parts.append(coef)
@@ -192,12 +237,36 @@ def run_sem_job(
         [
             "protocol", "setup", "draw", "seed", "method", "reg", "lambda", "selected",
             "causal_error", "noncausal_error", "val_mse", "diverged", "diverged_step",
+            "hparam", "hparam_value",
         ]
     ]  # fmt: skip
     coefs = pd.concat(coef_parts, ignore_index=True)
     coefs.insert(0, "protocol", PROTOCOL)
     coefs.insert(1, "setup", setup)
     return rows, coefs, timings
+
+
+#: Measured single-thread CPU cost per model-step (benchmarks/sem_speed.py, rounded
+#: up): IRMv1's closed-form trainer, and the generic trainer (Fishr's, the slowest).
+SECONDS_PER_MODEL_STEP = {"irmv1": 2e-6, "generic": 1e-5}
+
+
+def fit_runtime_minutes(section: Mapping[str, Any], margin: float = 5.0) -> int:
+    """Scheduler time limit (minutes, at least 10) of one ``sem_fit`` job.
+
+    ``section`` is the validated ``sem`` config section; every gradient method adds
+    ``draws_per_job * grid size * steps`` model-steps at its measured cost.
+    """
+    config = SEMStudyConfig.from_mapping(section)
+    seconds = 0.0
+    for name in config.methods:
+        if name == "irmv1":
+            irm = config.irmv1
+            seconds += len(irm.reg_grid) * irm.steps * SECONDS_PER_MODEL_STEP["irmv1"]
+        elif name in config.gradient:
+            block = config.gradient[name]
+            seconds += len(block.grid) * block.steps * SECONDS_PER_MODEL_STEP["generic"]
+    return max(10, int(config.draws_per_job * seconds * margin / 60))
 
 
 def set_threads(threads: int) -> None:

@@ -1,7 +1,9 @@
 # Rules of the sem part of the workflow: the linear SEM study of Section 5.1 (Figure 4).
-# One sem_fit job per (setup, block of draws_per_job draws); all IRMv1 models of a job
-# train together as one batched tensor program, single-threaded (tiny tensors gain
-# nothing from threads, so jobs run side by side).
+# One sem_fit job per (setup, block of draws_per_job draws); all models of each
+# gradient method of a job train together as one batched tensor program,
+# single-threaded (tiny tensors gain nothing from threads, so jobs run side by side).
+
+from irm_bench.sem.study import fit_runtime_minutes
 
 SEM = config["sem"]
 SEM_DIR = f"{RESULTS}/sem"
@@ -24,17 +26,9 @@ SEM_TARGETS = (
 )
 
 
-# Scheduler time limit (minutes) of one sem_fit job: ~2 us per model-step, 5x margin.
-SEM_FIT_RUNTIME = max(
-    10,
-    int(
-        SEM["draws_per_job"]
-        * len(SEM["irmv1"]["reg_grid"])
-        * SEM["irmv1"]["steps"]
-        * 1e-5
-        / 60
-    ),
-)
+# Scheduler time limit (minutes) of one sem_fit job, from each configured method's
+# model-steps (irm_bench.sem.study.fit_runtime_minutes: measured costs, 5x margin).
+SEM_FIT_RUNTIME = fit_runtime_minutes(SEM)
 
 
 wildcard_constraints:
