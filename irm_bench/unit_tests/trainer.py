@@ -1,0 +1,249 @@
+"""The batched linear trainer of the unit-test study.
+
+All ``K`` trials (hyper-parameter draws) times ``S`` data seeds of one (task, method) job
+train at once: weights ``(K, S, d)`` and biases ``(K, S)``, full batch on each data
+seed's training environments ``X (S, E, n, d)``, for the authors' number of iterations
+(facebookresearch/InvarianceUnitTests, ``scripts/models.py``). Each step computes the
+per-environment statistics the method declares (:class:`~irm_bench.methods.contract.
+EnvStats`) in closed form from the loss derivative ``r = dl/df`` of every example
+(squared error: ``2 (f - y)``; logistic: ``sigmoid(f) - y``), calls the method's objective
+per trial, and composes
+
+    loss = risk_scale * risk_term + penalty_scale * penalty
+
+(``risk_scale = 1``, ``penalty_scale = λ``, except IRMv1's convex mix, see
+:mod:`irm_bench.unit_tests.protocol`). Adam (with the authors' L2 ``weight_decay`` added
+to the gradient) is elementwise, so one batched Adam with per-model ``lr`` and ``wd``
+equals independent ones. A method with a gradient rule (ANDMask) steps
+``theta <- theta - lr (direction + wd theta)`` instead, as the authors' code.
+
+Shapes: ``K`` trials, ``S`` data seeds, ``M = K S`` models (trial-major), ``E``
+environments, ``n`` examples per environment, ``d`` features, ``P = d + 1`` parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from irm_bench.methods.contract import EnvStats, MethodSpec
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class TrialBatch:
+    """The ``K`` trials of one job: per-trial optimiser settings and method hparams.
+
+    Attributes
+    ----------
+    lr, wd
+        ``(K,)`` learning rate and L2 weight decay.
+    risk_scale, penalty_scale
+        ``(K,)`` factors of the risk term and of the penalty in the step loss.
+    method_hparams
+        ``K`` instances of the method's hyper-parameter dataclass.
+    """
+
+    lr: torch.Tensor
+    wd: torch.Tensor
+    risk_scale: torch.Tensor
+    penalty_scale: torch.Tensor
+    method_hparams: tuple[Any, ...]
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.lr.shape[0])
+
+
+@dataclass
+class LinearModels:
+    """Stacked linear models: ``weight (K, S, d)``, ``bias (K, S)`` (float32)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    diverged: torch.Tensor = field(default=None)  # (K, S) bool, set by training
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(K, S, E, n)`` of inputs ``x (S, E, n, d)``."""
+        return torch.einsum("ksd,send->ksen", self.weight, x) + self.bias[..., None, None]
+
+
+def init_models(
+    n_trials: int, n_seeds: int, dim: int, generators: list[torch.Generator]
+) -> LinearModels:
+    """``torch.nn.Linear(dim, 1)``'s default initialisation, ``U(-1/sqrt(d), 1/sqrt(d))``
+    for weights and bias, one generator per trial (the same init for all data seeds of a
+    trial, as the authors' model seed)."""
+    bound = 1.0 / math.sqrt(dim)
+    weight, bias = [], []
+    for gen in generators[:n_trials]:
+        w = torch.empty(dim).uniform_(-bound, bound, generator=gen)
+        b = torch.empty(1).uniform_(-bound, bound, generator=gen)
+        weight.append(w.expand(n_seeds, dim))
+        bias.append(b.expand(n_seeds))
+    return LinearModels(torch.stack(weight).clone(), torch.stack(bias).clone())
+
+
+def example_losses(scores: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-example loss: squared error (regression) or logistic loss with logits."""
+    if task == "regression":
+        return (scores - y).square()
+    return torch.nn.functional.softplus(scores) - y * scores
+
+
+def loss_derivative(scores: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """``dl/df`` per example: ``2 (f - y)`` or ``sigmoid(f) - y``."""
+    if task == "regression":
+        return 2.0 * (scores - y)
+    return torch.sigmoid(scores) - y
+
+
+def env_stats(
+    models: LinearModels, x: torch.Tensor, y: torch.Tensor, task: str, needs: frozenset[str]
+) -> EnvStats:
+    """Per-environment statistics of all models, flattened to ``M = K S`` rows.
+
+    ``risks (M, E)`` always; ``scale_grads (M, E) = mean_i r_i f_i`` (IRMv1);
+    ``param_grads (M, E, P) = mean_i r_i (x_i, 1)``; ``grad_variance (M, E, P) =
+    mean_i r_i^2 (x_i, 1)^2 - param_grads^2`` (Fishr, biased variance).
+    """
+    scores = models.predict(x)
+    k, s, e, _ = scores.shape
+    risks = example_losses(scores, y, task).mean(-1)
+    out: dict[str, torch.Tensor] = {"risks": risks.reshape(k * s, e)}
+    if needs:
+        r = loss_derivative(scores, y, task)
+        n = x.shape[-2]
+        if "scale_grads" in needs:
+            out["scale_grads"] = (r * scores).mean(-1).reshape(k * s, e)
+        if needs & {"param_grads", "grad_variance"}:
+            grads = torch.cat(
+                [torch.einsum("ksen,send->ksed", r, x) / n, r.mean(-1, keepdim=True)], -1
+            )
+            if "param_grads" in needs:
+                out["param_grads"] = grads.reshape(k * s, e, -1)
+            if "grad_variance" in needs:
+                r2 = r.square()
+                second = torch.cat(
+                    [
+                        torch.einsum("ksen,send->ksed", r2, x.square()) / n,
+                        r2.mean(-1, keepdim=True),
+                    ],
+                    -1,
+                )
+                out["grad_variance"] = (second - grads.square()).reshape(k * s, e, -1)
+    return EnvStats(**out)
+
+
+def _rows(stats: EnvStats, rows: slice) -> EnvStats:
+    """The statistics of models ``rows``."""
+    return EnvStats(
+        **{
+            name: (None if getattr(stats, name) is None else getattr(stats, name)[rows])
+            for name in ("risks", "scale_grads", "grad_variance", "param_grads")
+        }
+    )
+
+
+def _per_trial(spec: MethodSpec, stats: EnvStats, trials: TrialBatch, n_seeds: int, states):
+    """Call ``spec.objective`` on each trial's ``S`` rows; returns stacked terms, states."""
+    risk_terms, penalties, new_states = [], [], []
+    for k, hparams in enumerate(trials.method_hparams):
+        rows = slice(k * n_seeds, (k + 1) * n_seeds)
+        terms = spec.objective(_rows(stats, rows), hparams, states[k])
+        risk_terms.append(terms.risk_term)
+        penalties.append(terms.penalty)
+        new_states.append(terms.state)
+    return torch.stack(risk_terms), torch.stack(penalties), new_states
+
+
+def train(
+    spec: MethodSpec,
+    trials: TrialBatch,
+    models: LinearModels,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: str,
+    n_iterations: int,
+) -> LinearModels:
+    """Train ``models`` in place for ``n_iterations`` full-batch steps; return them.
+
+    Parameters
+    ----------
+    spec
+        The method (objective, ``needs``, optional ``gradient_rule``).
+    trials
+        The ``K`` trials' settings.
+    models
+        Initial weights ``(K, S, d)`` and biases ``(K, S)``.
+    x, y
+        Training data ``(S, E, n, d)`` and targets ``(S, E, n)``.
+    task
+        ``regression`` or ``classification`` (the task's property).
+    n_iterations
+        Number of optimiser steps (the authors': 10,000).
+
+    Returns
+    -------
+    LinearModels
+        The trained models, ``diverged (K, S)`` set where parameters became non-finite
+        (those models' parameters are frozen at their last finite values).
+    """
+    k, s, d = models.weight.shape
+    lr = trials.lr.to(x.dtype)[:, None, None]
+    wd = trials.wd.to(x.dtype)[:, None, None]
+    risk_scale = trials.risk_scale.to(x.dtype)[:, None]
+    penalty_scale = trials.penalty_scale.to(x.dtype)[:, None]
+    theta = torch.cat([models.weight, models.bias[..., None]], -1).clone()
+    m_adam = torch.zeros_like(theta)
+    v_adam = torch.zeros_like(theta)
+    states: list[Any] = [None] * k
+    diverged = torch.zeros(k, s, dtype=torch.bool)
+    beta1, beta2 = ADAM_BETAS
+    rule = spec.gradient_rule
+    needs = spec.needs
+    for step in range(1, n_iterations + 1):
+        if rule is not None:
+            with torch.no_grad():
+                current = LinearModels(theta[..., :d], theta[..., d])
+                stats = env_stats(current, x, y, task, needs)
+                direction = torch.cat(
+                    [
+                        rule(_rows(stats, slice(i * s, (i + 1) * s)), hp)
+                        for i, hp in enumerate(trials.method_hparams)
+                    ]
+                ).reshape(k, s, d + 1)
+                new_theta = theta - lr * (direction + wd * theta)
+        else:
+            leaf = theta.detach().requires_grad_(True)
+            current = LinearModels(leaf[..., :d], leaf[..., d])
+            stats = env_stats(current, x, y, task, needs)
+            risk_term, penalty, states = _per_trial(spec, stats, trials, s, states)
+            loss = risk_scale * risk_term + penalty_scale * penalty
+            (grad,) = torch.autograd.grad(loss.sum(), leaf)
+            with torch.no_grad():
+                grad = grad + wd * theta
+                m_adam.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v_adam.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step_size = lr / (1 - beta1**step)
+                denom = v_adam.sqrt() / math.sqrt(1 - beta2**step) + ADAM_EPS
+                new_theta = theta - step_size * m_adam / denom
+        bad = ~torch.isfinite(new_theta).all(-1)
+        diverged |= bad
+        theta = torch.where(diverged[..., None], theta, new_theta).detach()
+    return LinearModels(theta[..., :d].clone(), theta[..., d].clone(), diverged)
+
+
+def errors(models: LinearModels, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-environment error ``(K, S, E)``: MSE (regression) or the 0-1 error of
+    ``[f > 0]`` (classification), as the authors' ``compute_error``."""
+    with torch.no_grad():
+        scores = models.predict(x)
+        if task == "regression":
+            return (scores - y).square().mean(-1)
+        return ((scores > 0).to(y.dtype) != y).to(y.dtype).mean(-1)
