@@ -70,7 +70,26 @@ class LinearModels:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(K, S, E, n)`` of inputs ``x (S, E, n, d)``."""
-        return torch.einsum("ksd,send->ksen", self.weight, x) + self.bias[..., None, None]
+        return _forward(self.weight, x) + self.bias[..., None, None]
+
+
+def _forward(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``einsum("ksd,send->ksen")`` as one batched matmul per data seed (memory laid out
+    ``(S, K, E n)``, returned as a ``(K, S, E, n)`` view)."""
+    s, e, n, d = x.shape
+    out = torch.bmm(weight.transpose(0, 1), x.reshape(s, e * n, d).transpose(1, 2))
+    return out.view(s, -1, e, n).transpose(0, 1)
+
+
+def _contract(a: torch.Tensor, x: torch.Tensor, per_env: bool) -> torch.Tensor:
+    """``einsum("ksen,send->ksed")`` (``per_env``) or ``("ksen,send->ksd")`` by bmm."""
+    k = a.shape[0]
+    s, e, n, d = x.shape
+    a = a.transpose(0, 1)  # (S, K, E, n), contiguous when a came from _forward
+    if not per_env:
+        return torch.bmm(a.reshape(s, k, e * n), x.reshape(s, e * n, d)).transpose(0, 1)
+    out = torch.bmm(a.transpose(1, 2).reshape(s * e, k, n), x.reshape(s * e, n, d))
+    return out.view(s, e, k, d).permute(2, 0, 1, 3)
 
 
 def init_models(
@@ -103,6 +122,56 @@ def loss_derivative(scores: torch.Tensor, y: torch.Tensor, task: str) -> torch.T
     return torch.sigmoid(scores) - y
 
 
+def loss_second_derivative(scores: torch.Tensor, task: str) -> torch.Tensor:
+    """``d^2 l / df^2`` per example: 2, or ``sigmoid(f) (1 - sigmoid(f))``."""
+    if task == "regression":
+        return torch.full_like(scores, 2.0)
+    p = torch.sigmoid(scores)
+    return p * (1 - p)
+
+
+def _chain_rule_grad(
+    spec: MethodSpec,
+    trials: TrialBatch,
+    theta: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    task: str,
+    states: list[Any],
+    risk_scale: torch.Tensor,
+    penalty_scale: torch.Tensor,
+) -> tuple[torch.Tensor, list[Any]]:
+    """Gradient ``(K, S, P)`` of the step loss for objectives of risks and scale grads.
+
+    The objective is differentiated by autograd in the ``(M, E)`` statistics only; the
+    rest is the chain rule by hand: ``dR_e/dtheta = mean_i r_i (x_i, 1)`` and
+    ``d g_e/dtheta = mean_i (r'_i f_i + r_i) (x_i, 1)`` with ``g_e = mean_i r_i f_i``,
+    so no autograd graph over the examples is built.
+    """
+    k, s, p = theta.shape
+    d = p - 1
+    with torch.no_grad():
+        models = LinearModels(theta[..., :d], theta[..., d])
+        scores = models.predict(x)
+        r = loss_derivative(scores, y, task)
+        risks = example_losses(scores, y, task).mean(-1).reshape(k * s, -1)
+        scale = (r * scores).mean(-1).reshape(k * s, -1) if "scale_grads" in spec.needs else None
+    leaves = [risks.requires_grad_(True)] + ([] if scale is None else [scale.requires_grad_(True)])
+    stats = EnvStats(risks=leaves[0], scale_grads=None if scale is None else leaves[1])
+    risk_term, penalty, states = _per_trial(spec, stats, trials, s, states)
+    loss = risk_scale * risk_term + penalty_scale * penalty
+    coefs = torch.autograd.grad(loss.sum(), leaves)
+    n = x.shape[-2]
+    with torch.no_grad():
+        omega = coefs[0].reshape(k, s, -1, 1) / n * r
+        if scale is not None:
+            curvature = loss_second_derivative(scores, task)
+            omega += coefs[1].reshape(k, s, -1, 1) / n * (curvature * scores + r)
+        grad_w = _contract(omega, x, per_env=False)
+        grad_b = omega.sum(dim=(-1, -2))
+    return torch.cat([grad_w, grad_b[..., None]], -1), states
+
+
 def env_stats(
     models: LinearModels, x: torch.Tensor, y: torch.Tensor, task: str, needs: frozenset[str]
 ) -> EnvStats:
@@ -122,16 +191,14 @@ def env_stats(
         if "scale_grads" in needs:
             out["scale_grads"] = (r * scores).mean(-1).reshape(k * s, e)
         if needs & {"param_grads", "grad_variance"}:
-            grads = torch.cat(
-                [torch.einsum("ksen,send->ksed", r, x) / n, r.mean(-1, keepdim=True)], -1
-            )
+            grads = torch.cat([_contract(r, x, per_env=True) / n, r.mean(-1, keepdim=True)], -1)
             if "param_grads" in needs:
                 out["param_grads"] = grads.reshape(k * s, e, -1)
             if "grad_variance" in needs:
                 r2 = r.square()
                 second = torch.cat(
                     [
-                        torch.einsum("ksen,send->ksed", r2, x.square()) / n,
+                        _contract(r2, x.square(), per_env=True) / n,
                         r2.mean(-1, keepdim=True),
                     ],
                     -1,
@@ -219,6 +286,10 @@ def train(
                     ]
                 ).reshape(k, s, d + 1)
                 new_theta = theta - lr * (direction + wd * theta)
+        elif needs <= {"scale_grads"}:
+            grad, states = _chain_rule_grad(
+                spec, trials, theta, x, y, task, states, risk_scale, penalty_scale
+            )
         else:
             leaf = theta.detach().requires_grad_(True)
             current = LinearModels(leaf[..., :d], leaf[..., d])
@@ -226,6 +297,7 @@ def train(
             risk_term, penalty, states = _per_trial(spec, stats, trials, s, states)
             loss = risk_scale * risk_term + penalty_scale * penalty
             (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        if rule is None:
             with torch.no_grad():
                 grad = grad + wd * theta
                 m_adam.mul_(beta1).add_(grad, alpha=1 - beta1)
