@@ -64,10 +64,11 @@ def test_selection_and_table_by_hand():
             for seed in (0, 1):
                 for e in (0, 1):
                     err = values[trial][seed][e]
-                    rows.append(("T", "erm", trial, seed, split, f"E{e}", err, False, "{}"))
+                    rows.append(("p", "T", "erm", trial, seed, split, f"E{e}", err, False, "{}"))
     runs = pd.DataFrame(
         rows,
         columns=[
+            "protocol",
             "task",
             "method",
             "trial",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 TABLE_COLUMNS = [
+    "protocol",
     "task",
     "method",
     "env",
@@ -50,8 +51,10 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
         )
         stats = test.groupby("env")["error"].agg(mean="mean", std=lambda v: v.std(ddof=0))
         n_seeds = test["data_seed"].nunique()
+        protocol = ",".join(sorted(set(job["protocol"].astype(str))))
         common = (n_seeds, int(trial), job["trial"].nunique(), n_div, hparams)
         for env, (mean, std) in stats.iterrows():
-            rows.append((task, method, env, mean, std, *common))
-        rows.append((task, method, "avg", stats["mean"].mean(), stats["std"].mean(), *common))
+            rows.append((protocol, task, method, env, mean, std, *common))
+        avg = (stats["mean"].mean(), stats["std"].mean())
+        rows.append((protocol, task, method, "avg", *avg, *common))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

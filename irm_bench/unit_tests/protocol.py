@@ -168,6 +168,21 @@ class UnitTestsConfig:
     seed: int
     search: Mapping[str, Mapping[str, SearchDist]]
 
+    def protocol(self) -> str:
+        """``aubin2021-full`` for the paper's protocol, else ``unit-tests-<preset>``
+        (``-custom`` when sizes or dimensions were overridden)."""
+        paper = dataclasses.astuple(PRESETS["full"]) == (
+            self.n_samples,
+            self.n_iterations,
+            self.n_trials,
+            self.n_data_seeds,
+        ) and (self.dim_inv, self.dim_spu, self.n_envs) == (5, 5, 3)
+        if paper:
+            return "aubin2021-full"
+        sizes = (self.n_samples, self.n_iterations, self.n_trials, self.n_data_seeds)
+        custom = sizes != dataclasses.astuple(PRESETS[self.preset])
+        return f"unit-tests-{self.preset}" + ("-custom" if custom else "")
+
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> UnitTestsConfig:
         """Build from the ``unit_tests`` mapping; raise ``ValueError`` naming a bad key."""
@@ -326,8 +341,9 @@ def run_job(config: UnitTestsConfig, task_name: str, method: str) -> pd.DataFram
     Returns
     -------
     pandas.DataFrame
-        One row per (trial, data seed, split, environment): ``task, method, trial,
-        data_seed, split, env, error, diverged, hparams`` (JSON of the trial's values).
+        One row per (trial, data seed, split, environment): ``protocol, task, method,
+        trial, data_seed, split, env, error, diverged, hparams`` (JSON of the trial's
+        values).
     """
     study = STUDY_METHODS[method]
     spec = get_method(study.registry)
@@ -361,7 +377,7 @@ def run_job(config: UnitTestsConfig, task_name: str, method: str) -> pd.DataFram
                 for e, env in enumerate(envs):
                     value = math.nan if diverged else float(err[k, s, e])
                     rows.append((task_name, method, k, s, role, env, value, diverged, hp))
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         rows,
         columns=[
             "task",
@@ -375,3 +391,5 @@ def run_job(config: UnitTestsConfig, task_name: str, method: str) -> pd.DataFram
             "hparams",
         ],
     )
+    frame.insert(0, "protocol", config.protocol())
+    return frame
