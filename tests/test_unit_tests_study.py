@@ -100,6 +100,11 @@ def test_job_is_deterministic_and_trial_zero_is_the_defaults():
     pd.testing.assert_frame_equal(a, b)
     other = UnitTestsConfig.from_config({**section, "seed": 1})
     assert not run_job(other, "Example2s", "irmv1")["error"].equals(a["error"])
+    # Chunking the data seeds changes nothing: models of different seeds never interact.
+    chunked = run_job(
+        UnitTestsConfig.from_config({**section, "seeds_per_chunk": 1}), "Example2s", "irmv1"
+    )
+    pd.testing.assert_frame_equal(chunked, a, check_exact=False, rtol=1e-5)
     trials = trial_hparams(config, "irmv1")
     assert trials[0] == {"lr": 1e-3, "wd": 0.0, "irm_lambda": 0.9}
     assert 1e-4 <= trials[1]["lr"] <= 1e-2 and 1 - 10**-0.3 <= trials[2]["irm_lambda"] <= 0.999

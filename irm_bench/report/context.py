@@ -196,6 +196,10 @@ def build_context(
         sections.append(_examples_section(tables.motivating, tables.minimal))
     if tables.minimal is None:
         disabled.append("The appendix minimal example was not run (minimal.enabled is false).")
+    if tables.unit_tests is not None:
+        from irm_bench.unit_tests.report import unit_tests_section
+
+        sections.append(unit_tests_section(tables.unit_tests))
     counts = {"figure": 0, "table": 0}
     for sec in sections:
         for block in sec.walk():

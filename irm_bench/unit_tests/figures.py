@@ -21,8 +21,16 @@ from irm_bench.unit_tests.protocol import STUDY_METHODS
 
 
 def plot_unit_tests(table: pd.DataFrame, paths: Sequence[str | Path]) -> None:
+    """Draw :func:`figure_unit_tests` and save it to every path."""
+    fig = figure_unit_tests(table)
+    for path in paths:
+        save_figure(fig, path, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+
+
+def figure_unit_tests(table: pd.DataFrame) -> plt.Figure:
     """Bars of ``table`` (:func:`irm_bench.unit_tests.aggregate.results_table`) per
-    task (panels), method (x) and environment (hue); saves to every path."""
+    task (panels), method (x) and environment (hue)."""
     per_env = table[table["env"] != "avg"].copy()
     per_env["label"] = per_env["method"].map(lambda m: STUDY_METHODS[m].label)
     tasks = list(dict.fromkeys(per_env["task"]))
@@ -46,6 +54,4 @@ def plot_unit_tests(table: pd.DataFrame, paths: Sequence[str | Path]) -> None:
         if ax is not axes[0][-1]:
             ax.get_legend().remove()
     fig.tight_layout()
-    for path in paths:
-        save_figure(fig, path, bbox_inches="tight", dpi=150)
-    plt.close(fig)
+    return fig

@@ -167,6 +167,7 @@ class UnitTestsConfig:
     n_data_seeds: int
     seed: int
     search: Mapping[str, Mapping[str, SearchDist]]
+    seeds_per_chunk: int = 2
 
     def protocol(self) -> str:
         """``aubin2021-full`` for the paper's protocol, else ``unit-tests-<preset>``
@@ -209,6 +210,7 @@ class UnitTestsConfig:
             n_envs=int(section.get("n_envs", 3)),
             seed=int(section.get("seed", 0)),
             search=search,
+            seeds_per_chunk=int(section.get("seeds_per_chunk", 2)),
             **{k: int(v) for k, v in sizes.items()},
         )
 
@@ -365,7 +367,21 @@ def run_job(config: UnitTestsConfig, task_name: str, method: str) -> pd.DataFram
     dim = config.dim_inv + config.dim_spu
     models = trainer.init_models(config.n_trials, config.n_data_seeds, dim, init_gens)
     x, y = stack("train")
-    models = trainer.train(spec, batch, models, x, y, task_type, config.n_iterations)
+    # Train a few data seeds at a time: models of different seeds never interact, and
+    # small chunks keep the (K, S, E n) intermediates in the CPU cache (several times
+    # faster per model-step than all 50 seeds at once).
+    chunks = []
+    for start in range(0, config.n_data_seeds, config.seeds_per_chunk):
+        rows_s = slice(start, start + config.seeds_per_chunk)
+        part = trainer.LinearModels(models.weight[:, rows_s], models.bias[:, rows_s])
+        chunks.append(
+            trainer.train(spec, batch, part, x[rows_s], y[rows_s], task_type, config.n_iterations)
+        )
+    models = trainer.LinearModels(
+        torch.cat([c.weight for c in chunks], 1),
+        torch.cat([c.bias for c in chunks], 1),
+        torch.cat([c.diverged for c in chunks], 1),
+    )
     rows = []
     envs = [f"E{e}" for e in range(config.n_envs)]
     for role in ("train", "validation", "test"):
