@@ -38,11 +38,13 @@ def figure_unit_tests(table: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks), 2.8), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         sub = per_env[per_env["task"] == task]
-        sns.barplot(data=sub, x="label", y="mean", hue="env", order=order, ax=ax, errorbar=None)
+        present = set(sub["label"])
+        labels = [m for m in order if m in present]
+        sns.barplot(data=sub, x="label", y="mean", hue="env", order=labels, ax=ax, errorbar=None)
         for patch_group, (_, env_rows) in zip(
             list(ax.containers), sub.groupby("env"), strict=True
         ):
-            env_rows = env_rows.set_index("label").reindex(order)
+            env_rows = env_rows.set_index("label").reindex(labels)
             xs = [bar.get_x() + bar.get_width() / 2 for bar in patch_group]
             ax.errorbar(
                 xs, env_rows["mean"], yerr=env_rows["std"], fmt="none", ecolor="k", capsize=2
