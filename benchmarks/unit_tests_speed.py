@@ -47,13 +47,19 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--steps", type=int, default=30, help="steps of each run")
+    parser.add_argument("--n-samples", type=int, default=10_000, help="per environment")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--methods", nargs="+", default=list(PUBLISHED_METHODS))
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     config = UnitTestsConfig.from_config(
-        {"preset": "full", "n_trials": args.trials, "n_data_seeds": args.seeds}
+        {
+            "preset": "full",
+            "n_trials": args.trials,
+            "n_data_seeds": args.seeds,
+            "n_samples": args.n_samples,
+        }
     )
     dim = config.dim_inv + config.dim_spu
     print(
@@ -105,6 +111,9 @@ def main() -> None:
         one = (time.perf_counter() - start) / args.steps
         print(f"{method:<10}{batched:>22.2e}{one:>14.2e}{one / batched:>9.1f}")
         total_full += batched * FULL["tasks"] * FULL["seeds"] * FULL["trials"] * FULL["steps"]
+    if args.n_samples != 10_000:
+        print("(the projection of the paper's protocol needs --n-samples 10000)")
+        return
     hours = total_full / args.cores / 3600
     print(
         f"projected main table ({len(args.methods)} methods, 30,000 jobs) on {args.cores} "

@@ -14,7 +14,9 @@ per trial, and composes
 (``risk_scale = 1``, ``penalty_scale = λ``, except IRMv1's convex mix, see
 :mod:`irm_bench.unit_tests.protocol`). Adam (with the authors' L2 ``weight_decay`` added
 to the gradient) is elementwise, so one batched Adam with per-model ``lr`` and ``wd``
-equals independent ones. A method with a gradient rule (ANDMask) steps
+equals independent ones. On the regression tasks every statistic except Fishr's comes
+from per-environment moments (:class:`SquaredLossMoments`), at a cost per step that does
+not grow with the number of examples. A method with a gradient rule (ANDMask) steps
 ``theta <- theta - lr (direction + wd theta)`` instead, as the authors' code.
 
 Shapes: ``K`` trials, ``S`` data seeds, ``M = K S`` models (trial-major), ``E``
@@ -207,6 +209,50 @@ def env_stats(
     return EnvStats(**out)
 
 
+@dataclass(frozen=True)
+class SquaredLossMoments:
+    """Per-environment moments that fix a linear model's squared-loss statistics.
+
+    With ``u = (x, 1)``: ``uu (S, E, P, P) = mean u u'``, ``uy (S, E, P) = mean u y``,
+    ``yy (S, E) = mean y^2``. Then ``R_e = t' uu t - 2 t' uy + yy``, the parameter
+    gradient ``2 (uu t - uy)`` and IRMv1's scale gradient ``2 (t' uu t - t' uy)``, at a
+    cost independent of the number of examples.
+    """
+
+    uu: torch.Tensor
+    uy: torch.Tensor
+    yy: torch.Tensor
+
+    @classmethod
+    def from_data(cls, x: torch.Tensor, y: torch.Tensor) -> SquaredLossMoments:
+        """Moments of ``x (S, E, n, d)``, ``y (S, E, n)``."""
+        u = torch.cat([x, torch.ones_like(x[..., :1])], -1)
+        n = x.shape[-2]
+        return cls(
+            uu=torch.einsum("senp,senq->sepq", u, u) / n,
+            uy=torch.einsum("senp,sen->sep", u, y) / n,
+            yy=y.square().mean(-1),
+        )
+
+    def stats(self, theta: torch.Tensor, needs: frozenset[str]) -> EnvStats:
+        """Statistics of models ``theta (K, S, P)`` flattened to ``M = K S`` rows."""
+        k, s, _ = theta.shape
+        uu_t = torch.einsum("sepq,ksq->ksep", self.uu, theta)
+        t_uu_t = torch.einsum("ksep,ksp->kse", uu_t, theta)
+        t_uy = torch.einsum("sep,ksp->kse", self.uy, theta)
+        out = {"risks": (t_uu_t - 2 * t_uy + self.yy).reshape(k * s, -1)}
+        if "scale_grads" in needs:
+            out["scale_grads"] = (2 * (t_uu_t - t_uy)).reshape(k * s, -1)
+        if "param_grads" in needs:
+            out["param_grads"] = (2 * (uu_t - self.uy)).reshape(k * s, *uu_t.shape[2:])
+        return EnvStats(**out)
+
+
+def uses_moments(spec: MethodSpec, task: str) -> bool:
+    """Whether :func:`train` runs ``spec`` on ``task`` from :class:`SquaredLossMoments`."""
+    return task == "regression" and spec.needs <= {"scale_grads", "param_grads"}
+
+
 def _rows(stats: EnvStats, rows: slice) -> EnvStats:
     """The statistics of models ``rows``."""
     return EnvStats(
@@ -274,8 +320,26 @@ def train(
     beta1, beta2 = ADAM_BETAS
     rule = spec.gradient_rule
     needs = spec.needs
+    # Squared loss: every statistic but Fishr's variances follows from moments.
+    moments = SquaredLossMoments.from_data(x, y) if uses_moments(spec, task) else None
     for step in range(1, n_iterations + 1):
-        if rule is not None:
+        if moments is not None and rule is not None:
+            with torch.no_grad():
+                stats = moments.stats(theta, needs)
+                direction = torch.cat(
+                    [
+                        rule(_rows(stats, slice(i * s, (i + 1) * s)), hp)
+                        for i, hp in enumerate(trials.method_hparams)
+                    ]
+                ).reshape(k, s, d + 1)
+                new_theta = theta - lr * (direction + wd * theta)
+        elif moments is not None:
+            leaf = theta.detach().requires_grad_(True)
+            stats = moments.stats(leaf, needs)
+            risk_term, penalty, states = _per_trial(spec, stats, trials, s, states)
+            loss = risk_scale * risk_term + penalty_scale * penalty
+            (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        elif rule is not None:
             with torch.no_grad():
                 current = LinearModels(theta[..., :d], theta[..., d])
                 stats = env_stats(current, x, y, task, needs)
