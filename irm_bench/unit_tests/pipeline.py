@@ -25,6 +25,9 @@ def train_task(
     """Run every configured method on ``task`` (one job per method, each batched over all
     trials and data seeds) and write the tidy run table to ``output``."""
     torch.set_num_threads(threads)
+    # Saturated logits make exp() underflow to subnormals, which are slow on CPUs;
+    # flushing them to zero changes no result here and saves ~25 % of the time.
+    torch.set_flush_denormal(True)
     config = UnitTestsConfig.from_config(section)
     frames = []
     for method in config.methods:

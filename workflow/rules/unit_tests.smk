@@ -1,6 +1,7 @@
 # Rules of the unit-test study (Aubin et al. 2021, arXiv:2102.10867): one training job
 # per task (every method, each batched over all trials and data seeds), then model
-# selection, the results table and the figure.
+# selection, the results table and the figure. Benchmark files are named unittests_*
+# (the report groups run times by the first "_"-separated token).
 
 UT = config["unit_tests"]
 UT_DIR = f"{RESULTS}/unit_tests"
@@ -22,7 +23,7 @@ rule unit_tests_train:
     log:
         f"{LOGS}/unit_tests_train_{{ut_task}}.log",
     benchmark:
-        f"{BENCH}/unit_tests_train_{{ut_task}}.tsv"
+        f"{BENCH}/unittests_train_{{ut_task}}.tsv"
     conda:
         "../envs/irm-bench.yaml"
     threads: 1
@@ -46,7 +47,7 @@ rule unit_tests_aggregate:
     log:
         f"{LOGS}/unit_tests_aggregate.log",
     benchmark:
-        f"{BENCH}/unit_tests_aggregate.tsv"
+        f"{BENCH}/unittests_aggregate.tsv"
     conda:
         "../envs/irm-bench.yaml"
     threads: 1
