@@ -60,3 +60,4 @@ def test_report_has_the_unit_test_section(tmp_path):
     html = html_path.read_text()
     assert "Linear unit tests for invariance" in html and html.count("<svg") == 1
     assert "not compared" not in html and ">no<" in html.replace(" ", "")
+    assert "1 of 2 published averages reproduced" in html

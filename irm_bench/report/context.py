@@ -241,6 +241,10 @@ def build_context(
              f"{restarts} restarts per method, base seed {c.get('seed')}; λ grid {{{lams}}}; "
              f"device(s) recorded: {devices}")
         )  # fmt: skip
+    if tables.unit_tests is not None:
+        from irm_bench.unit_tests.report import summary_line
+
+        summary.append(summary_line(tables.unit_tests))
     if tables.minimal is not None:
         m = cfg.get("minimal", {})
         summary.append(("Appendix example", f"{m.get('steps')} SGD steps, seed {m.get('seed')}"))

@@ -47,6 +47,25 @@ def comparison_rows(table: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def summary_line(table: pd.DataFrame) -> tuple[str, str]:
+    """The report summary's line: what ran, and how many published numbers it matched."""
+    comp = [r for r in comparison_rows(table) if r["status"] != "not compared"]
+    hits = sum(r["status"] == "yes" for r in comp)
+    compared = (
+        f"{hits} of {len(comp)} published averages reproduced (their own tolerance rule; "
+        "not counted in the headline above)"
+        if comp
+        else "not the paper's protocol, so not compared with the published numbers"
+    )
+    return (
+        "Unit tests (Aubin et al. 2021)",
+        f"protocol {', '.join(sorted(set(table['protocol'].astype(str))))}; tasks "
+        f"{', '.join(dict.fromkeys(table['task']))}; methods "
+        f"{', '.join(STUDY_METHODS[m].label for m in dict.fromkeys(table['method']))}; "
+        f"{compared}",
+    )
+
+
 def unit_tests_section(table: pd.DataFrame) -> Section:
     """The report section: protocol note, the figure, the averaged table, the comparison."""
     sec = Section("unit-tests", "Linear unit tests for invariance (Aubin et al. 2021)")

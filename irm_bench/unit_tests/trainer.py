@@ -26,7 +26,7 @@ environments, ``n`` examples per environment, ``d`` features, ``P = d + 1`` para
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -68,7 +68,7 @@ class LinearModels:
 
     weight: torch.Tensor
     bias: torch.Tensor
-    diverged: torch.Tensor = field(default=None)  # (K, S) bool, set by training
+    diverged: torch.Tensor | None = None  # (K, S) bool, set by training
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(K, S, E, n)`` of inputs ``x (S, E, n, d)``."""
