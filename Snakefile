@@ -16,10 +16,15 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/sem.smk"
 include: "workflow/rules/minimal.smk"
 include: "workflow/rules/cmnist.smk"
+include: "workflow/rules/unit_tests.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        SEM_TARGETS + MINIMAL_TARGETS + CMNIST_TARGETS + REPORT_TARGETS,
+        SEM_TARGETS
+        + MINIMAL_TARGETS
+        + CMNIST_TARGETS
+        + UNIT_TESTS_TARGETS
+        + REPORT_TARGETS,

@@ -404,6 +404,10 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
     if sem["enabled"] and sem["draws_per_job"] > sem["n_draws"]:
         sem["draws_per_job"] = sem["n_draws"]
     problems.extend(_method_problems(sem["methods"], "sem"))
+    if config["unit_tests"]["enabled"]:
+        from irm_bench.unit_tests.protocol import config_problems
+
+        problems.extend(config_problems(config["unit_tests"]))
     if not check_paths:
         return problems
     cmnist = config["cmnist"]

@@ -119,6 +119,7 @@ def test_every_gradient_method_objective_returns_one_value_per_model():
         risks=torch.tensor([[0.3, 0.5], [0.2, 0.2], [1.0, 0.0]]),
         scale_grads=torch.zeros(M, E),
         grad_variance=torch.ones(M, E, P),
+        param_grads=torch.ones(M, E, P),
     )
     for spec in METHODS.values():
         if spec.objective is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from irm_bench.methods import erm, fishr, groupdro, icp, irmv1, vrex
+from irm_bench.methods import andmask, erm, fishr, groupdro, icp, iga, irmv1, vrex
 from irm_bench.methods.base import LinearFit, LinearMethod
 from irm_bench.methods.contract import EnvStats, MethodSpec, ObjectiveTerms, check_study
 from irm_bench.methods.erm import ERM
@@ -22,7 +22,16 @@ from irm_bench.registry import lookup
 #: Every method by its config name, in display order.
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
-    for spec in (erm.SPEC, icp.SPEC, irmv1.SPEC, vrex.SPEC, fishr.SPEC, groupdro.SPEC)
+    for spec in (
+        erm.SPEC,
+        icp.SPEC,
+        irmv1.SPEC,
+        vrex.SPEC,
+        fishr.SPEC,
+        groupdro.SPEC,
+        andmask.SPEC,
+        iga.SPEC,
+    )
 }
 
 

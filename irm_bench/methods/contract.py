@@ -15,6 +15,10 @@ and how it trains:
                                                  in the Colored MNIST protocol)
 
   from the :class:`ObjectiveTerms` the objective returns;
+* a **gradient rule** (optional, ``MethodSpec.gradient_rule``; ANDMask) replaces the
+  gradient of that loss by a direction computed from the per-environment parameter
+  gradients (``EnvStats.param_grads``); trainers that support it (the unit-test study's
+  linear trainer) step ``theta <- theta - lr (direction + wd theta)``;
 * a closed-form method (ERM's least squares, ICP) gives ``linear_fit``, a class with
   ``fit(moments) -> LinearFit`` (:mod:`irm_bench.methods.base`), used by the SEM study.
 
@@ -33,7 +37,7 @@ from typing import Any
 import torch
 
 #: Statistics a method can ask a trainer for (``MethodSpec.needs``).
-STATS = ("scale_grads", "grad_variance")
+STATS = ("scale_grads", "grad_variance", "param_grads")
 #: Studies of irm-bench (``MethodSpec.studies``).
 STUDIES = ("sem", "cmnist", "unit_tests")
 
@@ -52,11 +56,16 @@ class EnvStats:
         ``(M, E, P)`` per-environment variance of the per-example gradients of the loss
         in the last layer's weights and bias (:func:`irm_bench.penalties.
         last_layer_grad_variance`), when needed.
+    param_grads
+        ``(M, E, P)`` gradient of each environment's risk in a linear model's ``P``
+        parameters, the ``P - 1`` weights first and the bias last (differentiable), when
+        needed (ANDMask, IGA in the unit-test study).
     """
 
     risks: torch.Tensor
     scale_grads: torch.Tensor | None = None
     grad_variance: torch.Tensor | None = None
+    param_grads: torch.Tensor | None = None
 
     def require(self, name: str, method: str) -> torch.Tensor:
         """The statistic ``name``; a trainer that did not compute it is a bug."""
@@ -81,6 +90,9 @@ class ObjectiveTerms:
 
 #: ``objective(stats, hparams, state) -> ObjectiveTerms``; ``state`` is ``None`` at step 0.
 Objective = Callable[[EnvStats, Any, Any], ObjectiveTerms]
+
+#: ``gradient_rule(stats, hparams) -> (M, P)`` update direction (see ``MethodSpec``).
+GradientRule = Callable[[EnvStats, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,11 @@ class MethodSpec:
         penalty is identically 0).
     linear_fit
         Closed-form SEM methods: a class ``cls(hparams).fit(moments) -> LinearFit``.
+    gradient_rule
+        Optional (ANDMask): the ``(M, P)`` direction that replaces the gradient of the
+        objective's loss, from ``EnvStats.param_grads`` (so ``needs`` holds
+        ``param_grads``); the trainer applies it with plain descent,
+        ``theta <- theta - lr (direction + wd theta)``. ``None`` for every other method.
     reference
         The paper (and equation) it implements.
     """
@@ -125,6 +142,7 @@ class MethodSpec:
     penalised: bool = False
     linear_fit: type | None = None
     reference: str = ""
+    gradient_rule: GradientRule | None = None
 
     def __post_init__(self) -> None:
         unknown = (set(self.studies) - set(STUDIES)) | (set(self.needs) - set(STATS))
@@ -197,6 +215,7 @@ __all__ = [
     "STATS",
     "STUDIES",
     "EnvStats",
+    "GradientRule",
     "MethodSpec",
     "NoHparams",
     "Objective",

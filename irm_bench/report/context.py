@@ -226,6 +226,10 @@ def build_context(
         sections.append(_examples_section(tables.motivating, tables.minimal))
     if tables.minimal is None:
         disabled.append("The appendix minimal example was not run (minimal.enabled is false).")
+    if tables.unit_tests is not None:
+        from irm_bench.unit_tests.report import unit_tests_section
+
+        sections.append(unit_tests_section(tables.unit_tests))
     counts = {"figure": 0, "table": 0}
     for sec in sections:
         for block in sec.walk():
@@ -265,6 +269,10 @@ def build_context(
              f"{restarts} restarts per method, base seed {c.get('seed')}; λ grid {{{lams}}}; "
              f"device(s) recorded: {devices}")
         )  # fmt: skip
+    if tables.unit_tests is not None:
+        from irm_bench.unit_tests.report import summary_line
+
+        summary.append(summary_line(tables.unit_tests))
     if tables.minimal is not None:
         m = cfg.get("minimal", {})
         summary.append(("Appendix example", f"{m.get('steps')} SGD steps, seed {m.get('seed')}"))

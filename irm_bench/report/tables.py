@@ -47,6 +47,8 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
         "value",
     ),
     "motivating": ("protocol", "source", "regression", "feature", "sigma", "value", "n_samples"),
+    "unit_tests": ("protocol", "task", "method", "env", "mean", "std", "n_data_seeds",
+                   "selected_trial", "n_trials", "n_diverged", "hparams"),
 }  # fmt: skip
 
 
@@ -118,6 +120,7 @@ class ReportTables:
     minimal: MinimalTables | None
     cmnist: CmnistTables | None
     motivating: pd.DataFrame | None
+    unit_tests: pd.DataFrame | None = None
 
 
 def load_tables(paths: dict[str, str | Path | None]) -> ReportTables:
@@ -181,4 +184,5 @@ def load_tables(paths: dict[str, str | Path | None]) -> ReportTables:
         else None
     )
     motivating = read_table(paths["motivating"], "motivating") if paths.get("motivating") else None
-    return ReportTables(sem, minimal, cmnist, motivating)
+    unit_tests = read_table(paths["unit_tests"], "unit_tests") if paths.get("unit_tests") else None
+    return ReportTables(sem, minimal, cmnist, motivating, unit_tests)

@@ -28,6 +28,8 @@ if config["cmnist"]["enabled"]:
         cmnist_curves=f"{RESULTS}/cmnist/curves.csv",
         mnist_checksums=f"{RESULTS}/data/mnist_checksums.json",
     )
+if config["unit_tests"]["enabled"]:
+    REPORT_INPUTS.update(unit_tests=UT_TABLE)
 
 
 rule report_motivating:

@@ -1,0 +1,110 @@
+"""Unit-test study: bad config input, model selection by hand, determinism of a job."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from irm_bench.config import ConfigError, validate_config
+from irm_bench.unit_tests.aggregate import results_table
+from irm_bench.unit_tests.protocol import UnitTestsConfig, run_job, trial_hparams
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (case id, unit_tests patch, offending key, phrase saying what was expected)
+BAD = [
+    ("unknown-task", {"tasks": ["Example4"]}, "unit_tests.tasks[0]", "known: Example1"),
+    ("typo-task", {"tasks": ["Exmple1s"]}, "unit_tests.tasks[0]", "did you mean 'Example1s'"),
+    ("unknown-method", {"methods": ["irm"]}, "unit_tests.methods[0]", "did you mean"),
+    ("zero-dim-inv", {"dim_inv": 0}, "unit_tests.dim_inv", ">= 1"),
+    ("negative-dim-spu", {"dim_spu": -3}, "unit_tests.dim_spu", ">= 1"),
+    ("too-many-envs", {"n_envs": 5}, "unit_tests.n_envs", "defines 3 environments, found 5"),
+    ("one-env", {"n_envs": 1}, "unit_tests.n_envs", ">= 2"),
+    (
+        "low-above-high",
+        {"search": {"irmv1": {"irm_lambda": {"low": -0.3, "high": -3}}}},
+        "unit_tests.search.irmv1.irm_lambda",
+        "low <= high",
+    ),
+    (
+        "unknown-hparam",
+        {"search": {"iga": {"tau": {"low": 0, "high": 1}}}},
+        "unit_tests.search.iga.tau",
+        "known: lr, wd, penalty",
+    ),
+    ("unknown-preset", {"preset": "paper"}, "unit_tests.preset", "full, quick"),
+    ("unknown-key", {"n_seeds": 3}, "unit_tests.n_seeds", "expected one of"),
+]
+
+
+@pytest.mark.parametrize(("case", "patch", "key", "phrase"), BAD, ids=[b[0] for b in BAD])
+def test_bad_unit_tests_config_names_the_key(case, patch, key, phrase, tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config = copy.deepcopy(config)
+    config["unit_tests"].update(patch)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, base_dir=tmp_path, check_paths=False)
+    lines = [line for line in str(err.value).splitlines() if f"'{key}'" in line]
+    assert lines, str(err.value)
+    assert phrase in lines[0], lines[0]
+
+
+def test_selection_and_table_by_hand():
+    # Two trials, two data seeds, two environments. Validation sums over envs of the
+    # seed-means: trial 0: (0.2+0.4)/2 + (0.1+0.1)/2 = 0.4; trial 1: 0.1 + 0.2 = 0.3.
+    rows = []
+    val = {0: [(0.2, 0.1), (0.4, 0.1)], 1: [(0.1, 0.2), (0.1, 0.2)]}
+    test = {0: [(0.0, 0.0), (0.0, 0.0)], 1: [(0.3, 0.5), (0.1, 0.9)]}
+    for split, values in (("validation", val), ("test", test)):
+        for trial in (0, 1):
+            for seed in (0, 1):
+                for e in (0, 1):
+                    err = values[trial][seed][e]
+                    rows.append(("p", "T", "erm", trial, seed, split, f"E{e}", err, False, "{}"))
+    runs = pd.DataFrame(
+        rows,
+        columns=[
+            "protocol",
+            "task",
+            "method",
+            "trial",
+            "data_seed",
+            "split",
+            "env",
+            "error",
+            "diverged",
+            "hparams",
+        ],
+    )
+    table = results_table(runs).set_index("env")
+    assert set(table["selected_trial"]) == {1}
+    assert table.loc["E0", "mean"] == pytest.approx(0.2)
+    assert table.loc["E0", "std"] == pytest.approx(0.1)  # ddof 0 of (0.3, 0.1)
+    assert table.loc["E1", "mean"] == pytest.approx(0.7)
+    assert table.loc["avg", "mean"] == pytest.approx(0.45)
+    assert table.loc["avg", "std"] == pytest.approx(0.15)  # mean of 0.1 and 0.2 (E1: 0.5, 0.9)
+    # A trial with a diverged model is never selected.
+    runs.loc[(runs["trial"] == 1) & (runs["data_seed"] == 0), "diverged"] = True
+    assert set(results_table(runs)["selected_trial"]) == {0}
+
+
+def test_job_is_deterministic_and_trial_zero_is_the_defaults():
+    section = {"n_samples": 40, "n_iterations": 5, "n_trials": 3, "n_data_seeds": 2}
+    config = UnitTestsConfig.from_config(section)
+    a = run_job(config, "Example2s", "irmv1")
+    b = run_job(config, "Example2s", "irmv1")
+    pd.testing.assert_frame_equal(a, b)
+    other = UnitTestsConfig.from_config({**section, "seed": 1})
+    assert not run_job(other, "Example2s", "irmv1")["error"].equals(a["error"])
+    # Chunking the data seeds changes nothing: models of different seeds never interact.
+    chunked = run_job(
+        UnitTestsConfig.from_config({**section, "seeds_per_chunk": 1}), "Example2s", "irmv1"
+    )
+    pd.testing.assert_frame_equal(chunked, a, check_exact=False, rtol=1e-5)
+    trials = trial_hparams(config, "irmv1")
+    assert trials[0] == {"lr": 1e-3, "wd": 0.0, "irm_lambda": 0.9}
+    assert 1e-4 <= trials[1]["lr"] <= 1e-2 and 1 - 10**-0.3 <= trials[2]["irm_lambda"] <= 0.999
