@@ -25,9 +25,8 @@ import time
 import torch
 
 from irm_bench.cmnist.model import N_PIXELS, env_metrics, init_mlp, pack_envs
-from irm_bench.cmnist.penalties import irmv1_penalty_autograd
 from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams
-from irm_bench.cmnist.reference import ReferenceMLP, reference_loss
+from irm_bench.cmnist.reference import ReferenceMLP, irmv1_penalty_autograd, reference_loss
 from irm_bench.cmnist.train import keep_freed_memory
 from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
 from irm_bench.mnist import fetch_mnist, load_mnist_train

@@ -403,6 +403,10 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
     sem = config["sem"]
     if sem["enabled"] and sem["draws_per_job"] > sem["n_draws"]:
         sem["draws_per_job"] = sem["n_draws"]
+    if config["cmnist"]["enabled"]:
+        from irm_bench.cmnist.presets import method_problems
+
+        problems.extend(method_problems(config["cmnist"]))
     if not check_paths:
         return problems
     cmnist = config["cmnist"]
