@@ -39,6 +39,24 @@ PAPER_LAMBDA = 91257.18613115903
 ORACLE = "grayscale"
 #: Study name of Colored MNIST in :data:`irm_bench.methods.contract.STUDIES`.
 STUDY = "cmnist"
+#: Display name and colour of the oracle (registry methods take theirs from MethodSpec).
+ORACLE_LABEL, ORACLE_COLOUR = "Grayscale oracle", "#8172b3"
+
+
+def method_label(method: str) -> str:
+    """Display name of a config method: its ``MethodSpec.label``, or the oracle's."""
+    if method == ORACLE:
+        return ORACLE_LABEL
+    spec = REGISTRY.get(method)
+    return spec.label if spec is not None else str(method)
+
+
+def method_colour(method: str) -> str | None:
+    """Matplotlib colour of a config method (``MethodSpec.colour``, or the oracle's)."""
+    if method == ORACLE:
+        return ORACLE_COLOUR
+    spec = REGISTRY.get(method)
+    return spec.colour if spec is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
