@@ -76,8 +76,10 @@ def fetch_step(
     )
 
 
-def _chunks(n: int, size: int) -> list[range]:
-    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+def _chunks(restarts: range, size: int) -> list[range]:
+    return [
+        range(i, min(restarts.stop, i + size)) for i in range(restarts.start, restarts.stop, size)
+    ]
 
 
 def train_job(
@@ -92,12 +94,15 @@ def train_job(
     runs_path: str | Path,
     curves_path: str | Path,
     progress: TextIO | None = None,
+    restarts: range | None = None,
 ) -> pd.DataFrame:
     """Train every restart of ``job`` and write its rows of ``runs`` and ``curves``.
 
     Restarts are trained stacked, ``restarts_per_chunk`` at a time (``None``: all at
     once on CUDA, one at a time on the CPU, where stacking saves nothing and costs
     memory). Each row of a restart used by both studies appears once per study.
+    ``restarts``: train only these of the job's restarts (``None``: all); a restart's
+    numbers do not depend on which others are trained, so the job's work can be split.
 
     Returns the runs table that was written.
     """
@@ -110,7 +115,9 @@ def train_job(
     commit = head_commit()
     run_rows: list[dict[str, Any]] = []
     curve_frames = []
-    for chunk in _chunks(job.restarts, restarts_per_chunk):
+    for chunk in _chunks(
+        range(job.restarts) if restarts is None else restarts, restarts_per_chunk
+    ):
         dseeds = [data_seed(plan.seed, r) for r in chunk]
         iseeds = [init_seed(plan.seed, job.method, r) for r in chunk]
         envs = [
