@@ -3,12 +3,15 @@
 In one run, on the same data (real MNIST, full 25,000 images per training environment):
 
 1. the fp32 matmul ceiling (GFLOP/s) of this machine, best of a few large products;
-2. our training step (colour-split first layer, closed-form IRMv1 penalty);
-3. a reference-style step (two-channel 392-wide input, penalty by autograd with
-   ``create_graph=True``, i.e. a double backward), as the public reference code does it;
+2. our training step of each method (colour-split first layer, closed-form IRMv1
+   dummy-scale gradient and Fishr last-layer gradient variances), the trainer's own
+   ``step_objective``;
+3. a reference-style step (two-channel 392-wide input, statistics by autograd with
+   ``create_graph=True``, i.e. a double backward), as the public reference codes do it;
 
 interleaved so that load from other processes hits both alike. Prints achieved GFLOP/s,
-the fraction of the ceiling, the speed-up, and the implied time of the full ``paper``
+the fraction of the ceiling, the speed-up, each method's step time beside IRMv1's
+(target for V-REx and Fishr: within 1.2x), and the implied time of the full ``paper``
 preset against its structural bound (its matmul FLOPs at the ceiling).
 
 Usage: ``PYTHONPATH=. python benchmarks/cmnist_speed.py --mnist-source ../shared/data/mnist``
@@ -24,11 +27,10 @@ import time
 
 import torch
 
-from irm_bench.cmnist.model import N_PIXELS, env_metrics, init_mlp, pack_envs
-from irm_bench.cmnist.penalties import irmv1_penalty_autograd
+from irm_bench.cmnist.model import N_PIXELS, init_mlp, pack_envs
 from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams
-from irm_bench.cmnist.reference import ReferenceMLP, reference_loss
-from irm_bench.cmnist.train import keep_freed_memory
+from irm_bench.cmnist.reference import ReferenceMLP, irmv1_penalty_autograd, reference_loss
+from irm_bench.cmnist.train import keep_freed_memory, step_objective
 from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
 from irm_bench.mnist import fetch_mnist, load_mnist_train
 
@@ -61,16 +63,11 @@ def forward_flops(n: int, h: int, d_in: int) -> float:
     return 2 * n * (d_in * h + h * h + h)
 
 
-def our_step(model, train, hp: MethodHparams, step: int) -> None:
-    """One step of our loss (as in irm_bench.cmnist.train), backward included."""
-    lam_t = hp.penalty_weight_at(step)
-    m = env_metrics(model.logits(train.x), train, with_grad=lam_t > 0)
-    loss = m.risk.mean(1) + hp.l2_weight * model.squared_norm()
-    if lam_t > 0:
-        loss = loss + lam_t * m.penalty.mean(1)
-    if lam_t > 1:
-        loss = loss / lam_t
+def our_step(model, train, hp: MethodHparams, step: int, state=None):
+    """One step of our loss (the trainer's own step_objective), backward included."""
+    loss, _, terms = step_objective(model, train, hp, step, state)
     loss.sum().backward()
+    return terms.state
 
 
 def main() -> None:
@@ -79,7 +76,10 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None, help="MNIST cache (default: a temp dir)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--methods", nargs="+", default=["irmv1", "erm"])
+    parser.add_argument("--methods", nargs="+", default=["irmv1", "vrex", "fishr", "erm"])
+    parser.add_argument(
+        "--skip-reference", action="store_true", help="only the side-by-side step times"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -94,18 +94,19 @@ def main() -> None:
     ceiling = matmul_ceiling()
     print(f"threads {args.threads}; fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
     per_step = {}
-    for method in args.methods:
+    for method in [] if args.skip_reference else args.methods:
         # penalty switched on from step 0, as after annealing (the costliest steps)
-        hp = dataclasses.replace(PAPER_HPARAMS[method], penalty_anneal_steps=0)
+        hp = dataclasses.replace(PRESETS["default"].hparams_for(method), penalty_anneal_steps=0)
         model = init_mlp([1], hp.hidden_dim, hp.grayscale)
         for p in model.parameters():
             p.requires_grad_(True)
         # the straightforward model has the plain width (no padding to a multiple of 16)
         ref = ReferenceMLP(init_mlp([1], hp.hidden_dim, hp.grayscale, pad_to=1), 0)
         ours_t, ref_t = [], []
+        state = None
         for i in range(args.repeats + 1):  # first round is warm-up
             start = time.perf_counter()
-            our_step(model, train, hp, step=1000)
+            state = our_step(model, train, hp, 1000, state)
             t_ours = time.perf_counter() - start
             start = time.perf_counter()
             reference_loss(ref, ref_data, hp, step=1000).backward()
@@ -124,6 +125,40 @@ def main() -> None:
             f"{method:9s} h={hp.hidden_dim}: ours {1000 * ours:7.1f} ms/step, "
             f"autograd reference {1000 * refm:7.1f} ms/step, speed-up {refm / ours:.2f}x; "
             f"ours {achieved:.1f} GFLOP/s = {achieved / ceiling:.0%} of the ceiling"
+        )
+
+    # Side by side: our steps of the hidden-390 methods interleaved round by round, so
+    # that load from other processes hits each alike; median ratio to IRMv1's step.
+    same_width = [m for m in args.methods if PRESETS["default"].hparams_for(m).hidden_dim == 390]
+    if "irmv1" in same_width:
+        setups = {}
+        for method in same_width:
+            hp = PRESETS["default"].hparams_for(method)
+            hp = dataclasses.replace(hp, penalty_anneal_steps=0)
+            model = init_mlp([1], hp.hidden_dim, hp.grayscale)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            setups[method] = (model, hp)
+        ratios: dict[str, list[float]] = {m: [] for m in same_width}
+        times: dict[str, list[float]] = {m: [] for m in same_width}
+        for i in range(2 * args.repeats + 1):  # first round is warm-up
+            round_t = {}
+            for method, (model, hp) in setups.items():
+                start = time.perf_counter()
+                our_step(model, train, hp, 1000)
+                round_t[method] = time.perf_counter() - start
+            if i:
+                for method, t in round_t.items():
+                    times[method].append(t)
+                    ratios[method].append(t / round_t["irmv1"])
+        print(
+            "side by side, ms/step (ratio to IRMv1, median of interleaved rounds; target "
+            "<= 1.2 for V-REx and Fishr): "
+            + ", ".join(
+                f"{m} {1000 * statistics.median(times[m]):.1f} "
+                f"({statistics.median(ratios[m]):.2f}x)"
+                for m in same_width
+            )
         )
 
     # Structural bound: matmul FLOPs at the ceiling (training steps, test forwards at

@@ -408,6 +408,10 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
         from irm_bench.unit_tests.protocol import config_problems
 
         problems.extend(config_problems(config["unit_tests"]))
+    if config["cmnist"]["enabled"]:
+        from irm_bench.cmnist.presets import method_problems
+
+        problems.extend(method_problems(config["cmnist"]))
     if not check_paths:
         return problems
     cmnist = config["cmnist"]

@@ -327,10 +327,13 @@ def last_layer_grad_variance(
         ``(M, E, H + 1)``: ``Var_e[residual * h_j]`` for j < H, then ``Var_e[residual]``
         (the bias), with the biased (1/n_e) variance as in the authors' code.
     """
-    grads = torch.cat([residual[..., None] * features, residual[..., None]], dim=-1)
-    mean = torch.einsum("men,mnp->mep", env_weights, grads)
-    second = torch.einsum("men,mnp->mep", env_weights, grads.square())
-    return second - mean.square()
+    # Var_e[r h_j] = sum_i w_ei r_i^2 h_ij^2 - (sum_i w_ei r_i h_ij)^2: two matrix
+    # products, never materialising the (M, N, H) per-example gradients (or their squares).
+    wr = env_weights * residual[:, None, :]
+    wr2 = wr * residual[:, None, :]
+    weight_var = torch.matmul(wr2, features.square()) - torch.matmul(wr, features).square()
+    bias_var = wr2.sum(-1, keepdim=True) - wr.sum(-1, keepdim=True).square()
+    return torch.cat([weight_var, bias_var], dim=-1)
 
 
 def fishr_penalty(grad_variance: torch.Tensor) -> torch.Tensor:

@@ -184,7 +184,8 @@ def test_plan_names_lambdas_by_index_and_shares_the_paper_point():
     paper_job = [j for j in plan.jobs.values() if j.table1_restarts][1:]
     shared = plan.jobs[f"irmv1-lam{plan.lambdas.index(PAPER_LAMBDA):02d}"]
     assert shared.studies() == {"table1": 10, "sweep": 10}
-    assert len(plan.jobs) == 2 + 9 and len(paper_job) == 2
+    # erm, grayscale, vrex, fishr and the 9 λ points of IRMv1
+    assert len(plan.jobs) == 4 + 9 and len(paper_job) == 4
     custom = build_plan(
         {"preset": "default", "lambda_grid": [0.5], "restarts": 3, "sweep_restarts": 2}
     )
@@ -201,14 +202,16 @@ def test_summarise_golden(tmp_path):
     """Means and ddof=0 stds over non-diverged restarts, by hand."""
     rows = []
     for method, study, lam, accs in (
-        ("erm", "table1", 0.0, [(0.8, 0.2), (0.9, 0.1), (None, None)]),
-        ("irmv1", "table1", PAPER_LAMBDA, [(0.7, 0.6)]),
-        ("irmv1", "sweep", PAPER_LAMBDA, [(0.7, 0.6), (0.5, 0.8)]),
+        ("erm", "table1", 0.0, [(0.8, 0.2, 0.6), (0.9, 0.1, 0.7), (None, None, None)]),
+        ("irmv1", "table1", PAPER_LAMBDA, [(0.7, 0.6, 0.65)]),
+        ("irmv1", "sweep", PAPER_LAMBDA, [(0.7, 0.6, 0.65), (0.5, 0.8, 0.7)]),
+        ("vrex", "table1", PAPER_LAMBDA, [(0.7, 0.6, 0.65)]),
     ):
-        for r, (tr, te) in enumerate(accs):
+        for r, (tr, te, gr) in enumerate(accs):
             rows.append(dict(protocol="irm-paper-cmnist", method=method, study=study, restart=r,
                              lambda_index=1 if method == "irmv1" else None, diverged=tr is None,
-                             train_acc=tr, test_acc=te, **{"lambda": lam}))  # fmt: skip
+                             train_acc=tr, test_acc=te, gray_test_acc=gr,
+                             **{"lambda": lam}))  # fmt: skip
     pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
     summarise(tmp_path / "runs.csv", tmp_path / "acc.csv", tmp_path / "sweep.csv")
     acc = pd.read_csv(tmp_path / "acc.csv").set_index("method")
@@ -216,10 +219,15 @@ def test_summarise_golden(tmp_path):
     assert acc.loc["erm", "train_acc_mean"] == pytest.approx(0.85)
     assert acc.loc["erm", "train_acc_std"] == pytest.approx(0.05)  # ddof = 0
     assert acc.loc["irmv1", "test_acc_std"] == 0.0
+    assert acc.loc["erm", "gray_test_acc_mean"] == pytest.approx(0.65)
+    assert acc.loc["erm", "gray_test_acc_std"] == pytest.approx(0.05)
+    assert list(acc.index) == ["erm", "irmv1", "vrex"]  # registry order
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     assert sweep["test_acc_mean"].tolist() == pytest.approx([0.7])
     assert sweep["test_acc_std"].tolist() == pytest.approx([0.1])
     assert sweep["lambda_index"].tolist() == [1]
+    assert sweep["method"].tolist() == ["irmv1"]
+    assert sweep["gray_test_acc_mean"].tolist() == pytest.approx([0.675])
 
 
 def test_hidden_width_padding_is_exact():

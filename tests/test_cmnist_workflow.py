@@ -44,17 +44,23 @@ def test_cmnist_branch_end_to_end(repo_root, mnist_source, tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
 
     runs = pd.read_csv(results / "cmnist/runs.csv")
-    # smoke preset: Table 1 with 2 restarts × 3 methods, sweep with 1 restart × 2 λ
-    assert sorted(runs.groupby("study").size().items()) == [("sweep", 2), ("table1", 6)]
-    assert set(runs["protocol"]) == {"irm-paper-cmnist"} and set(runs["device"]) == {"cpu"}
+    # smoke config: 2 restarts × 6 methods (Table 1's three, V-REx, Fishr, GroupDRO),
+    # sweep with 1 restart × 2 λ
+    assert sorted(runs.groupby("study").size().items()) == [("sweep", 2), ("table1", 12)]
+    protocols = runs.groupby("method")["protocol"].agg(set).to_dict()
+    assert protocols == {
+        **{m: {"irm-paper-cmnist"} for m in ("erm", "irmv1", "grayscale")},
+        **{m: {"fishr-table2-cmnist"} for m in ("vrex", "fishr", "groupdro")},
+    }
+    assert set(runs["device"]) == {"cpu"}
     assert (runs["n_train_per_env"] == 500).all() and not runs["diverged"].any()
-    for col in ("train_acc", "test_acc", "env1_acc", "env2_acc"):
+    for col in ("train_acc", "test_acc", "gray_test_acc", "env1_acc", "env2_acc"):
         assert runs[col].between(0, 1).all()
     curves = pd.read_csv(results / "cmnist/curves.csv")
-    assert set(curves["environment"]) == {"env1", "env2", "test"}
+    assert set(curves["environment"]) == {"env1", "env2", "test", "gray_test"}
     assert set(curves["metric"]) == {"risk", "accuracy", "penalty"}
     acc = pd.read_csv(results / "tables/cmnist_accuracy.csv")
-    assert acc["method"].tolist() == ["erm", "irmv1", "grayscale"]
+    assert acc["method"].tolist() == ["erm", "irmv1", "grayscale", "vrex", "fishr", "groupdro"]
     assert (acc["n_restarts"] == 2).all()
     sweep = pd.read_csv(results / "tables/cmnist_lambda_sweep.csv")
     assert sweep["lambda_index"].tolist() == [0, 1]

@@ -294,9 +294,20 @@ def test_figure_and_example_numbers_follow_arxiv_v3(built: dict) -> None:
     assert "Figure 3 of the paper" not in built["html"] and "Section 1)" not in built["html"]
 
 
+CMNIST_LABELS = {
+    "ERM": "erm",
+    "IRMv1": "irmv1",
+    "Grayscale oracle": "grayscale",
+    "V-REx": "vrex",
+    "Fishr": "fishr",
+    "GroupDRO": "groupdro",
+}
+
+
 def test_cmnist_tables_show_the_csv_in_percent(built: dict) -> None:
-    df = csv("cmnist_accuracy")
-    labels = {"ERM": "erm", "IRMv1": "irmv1", "Grayscale oracle": "grayscale"}
+    all_rows = csv("cmnist_accuracy")
+    df = all_rows[all_rows["protocol"] == sc.CMNIST_PROTOCOL]
+    labels = CMNIST_LABELS
     rows = [r for r in records(built["parsed"], "cmnist-table1") if r["method"] in labels]
     assert len(rows) == len(df)
     for row in rows:
@@ -305,23 +316,47 @@ def test_cmnist_tables_show_the_csv_in_percent(built: dict) -> None:
         assert int(row["restarts"]) == r.n_restarts and int(row["diverged"]) == r.n_diverged
         assert_pm(row["train (ours)"], 100 * r.train_acc_mean, 100 * r.train_acc_std)
         assert_pm(row["test (ours)"], 100 * r.test_acc_mean, 100 * r.test_acc_std)
+        assert_pm(row["gray test (ours)"], 100 * r.gray_test_acc_mean, 100 * r.gray_test_acc_std)
         pub_test = published("cmnist", "", r.method, "test_acc")
         assert_pm(row["test (paper)"], pub_test.value, pub_test.spread)
         assert_shows(row["Δ test"], 100 * r.test_acc_mean - pub_test.value)
+    # Fishr's Table 2 block: every method of its protocol, by its registry label.
+    t2 = all_rows[all_rows["protocol"] == sc.CMNIST_TABLE2_PROTOCOL]
+    rows = records(built["parsed"], "cmnist-table2")
+    assert [labels[r["method"]] for r in rows] == t2["method"].tolist()
+    for row, r in zip(rows, t2.itertuples(), strict=True):
+        for metric, col in (("train_acc", "train"), ("test_acc", "test"),
+                            ("gray_test_acc", "gray test")):  # fmt: skip
+            mean = 100 * getattr(r, f"{metric}_mean")
+            assert_pm(row[f"{col} (ours)"], mean, 100 * getattr(r, f"{metric}_std"))
+            if r.method == "groupdro":
+                assert row[f"{col} (Fishr)"] == "—"
+                continue
+            p = published("cmnist", "", r.method, metric, sc.CMNIST_TABLE2_PROTOCOL)
+            assert_pm(row[f"{col} (Fishr)"], p.value, p.spread)
+            assert_shows(row[f"Δ {col}"], mean - p.value)
+    assert "No published number exists in that table for: GroupDRO" in built["html"]
     sweep = csv("cmnist_lambda_sweep")
     rows = records(built["parsed"], "cmnist-lambda-sweep")
     assert len(rows) == len(sweep)
     for row, r in zip(rows, sweep.sort_values("lambda").itertuples(), strict=True):
-        assert_shows(row["λ"], r._2)
+        assert labels[row["method"]] == r.method
+        assert_shows(row["λ"], r._3)
         assert_pm(row["train"], 100 * r.train_acc_mean, 100 * r.train_acc_std)
         assert_pm(row["test"], 100 * r.test_acc_mean, 100 * r.test_acc_std)
 
 
-def published(study: str, setup: str, method: str, metric: str) -> sc.Published:
+def published(
+    study: str, setup: str, method: str, metric: str, protocol: str | None = None
+) -> sc.Published:
+    """The published number; Colored MNIST defaults to the IRM paper's Table 1."""
+    if protocol is None:
+        protocol = sc.SEM_PROTOCOL if study == "sem" else sc.CMNIST_PROTOCOL
     (p,) = [
         p
         for p in sc.PUBLISHED
-        if (p.study, p.setup, p.method, p.metric) == (study, setup, method, metric)
+        if (p.study, p.protocol, p.setup, p.method, p.metric)
+        == (study, protocol, setup, method, metric)
     ]
     return p
 
@@ -329,14 +364,18 @@ def published(study: str, setup: str, method: str, metric: str) -> sc.Published:
 def test_scorecard_rows_show_the_csv_and_follow_the_rule(built: dict) -> None:
     sem, cm = csv("sem_errors"), csv("cmnist_accuracy")
     rows = records(built["parsed"], "scorecard")
-    assert len(rows) == 18  # 2 setups × 3 methods × 2 metrics + 3 methods × 2 metrics
+    # 2 setups × 3 methods × 2 metrics + 3 methods × 2 metrics (IRM Table 1)
+    # + 4 methods × 3 metrics (Fishr Table 2)
+    assert len(rows) == 18 + 12
     metrics = {
         "causal": "causal_error",
         "non-causal": "noncausal_error",
         "train %": "train_acc",
         "test %": "test_acc",
+        "gray test %": "gray_test_acc",
     }
-    methods = {"ERM": "erm", "ICP": "icp", "IRMv1": "irmv1", "Grayscale oracle": "grayscale"}
+    methods = {"ICP": "icp", **CMNIST_LABELS}
+    protocols = {"CMNIST": sc.CMNIST_PROTOCOL, "CMNIST (Fishr T2)": sc.CMNIST_TABLE2_PROTOCOL}
     for row in rows:
         metric, method = metrics[row["metric"]], methods[row["method"]]
         if row["study"] == "SEM":
@@ -346,8 +385,9 @@ def test_scorecard_rows_show_the_csv_and_follow_the_rule(built: dict) -> None:
             n = r.n_draws - r.n_diverged
             assert_shows(row["published"], p.value)
         else:
-            p = published("cmnist", "", method, metric)
-            (r,) = cm[cm["method"] == method].itertuples()
+            protocol = protocols[row["study"]]
+            p = published("cmnist", "", method, metric, protocol)
+            (r,) = cm[(cm["method"] == method) & (cm["protocol"] == protocol)].itertuples()
             mean = 100 * getattr(r, f"{metric}_mean")
             std = 100 * getattr(r, f"{metric}_std")
             n = r.n_restarts - r.n_diverged
@@ -363,8 +403,9 @@ def test_scorecard_rows_show_the_csv_and_follow_the_rule(built: dict) -> None:
         ("PES", "ICP", "causal"),
         ("PES", "IRMv1", "causal"),
         ("—", "Grayscale oracle", "test %"),
+        ("—", "V-REx", "gray test %"),
     }
-    assert "15 of 18" in built["html"]
+    assert "26 of 30" in built["html"]
 
 
 def test_motivating_and_minimal_tables_show_the_csv(built: dict) -> None:
@@ -465,7 +506,7 @@ def test_disabled_studies_are_said_and_left_out(tmp_path: Path) -> None:
     html = (tmp_path / "a.html").read_text()
     assert "The SEM study was not run" in html and 'id="sem-errors"' not in html
     assert "appendix minimal example was not run" in html
-    assert ctx["headline"]["total"] == 6
+    assert ctx["headline"]["total"] == 6 + 12  # IRM Table 1 and Fishr Table 2
     assert 'id="cmnist-table1"' in html
     nothing = {"motivating": paths["motivating"]}
     ctx = build_report(nothing, fixture_config(), REPO, tmp_path, tmp_path / "b.html", None)
@@ -518,7 +559,7 @@ def test_a_non_paper_cmnist_preset_is_said(tmp_path: Path) -> None:
     html = (tmp_path / "p.html").read_text()
     assert "Preset: smoke. This is not the paper&#39;s preset" in html
     notes = [r["note"] for r in records(parse(html), "scorecard")]
-    assert len(notes) == 6 and all("preset smoke" in n for n in notes)
+    assert len(notes) == 6 + 12 and all("preset smoke" in n for n in notes)
 
 
 def test_empty_sweeps_and_curves_are_said_not_drawn(tmp_path: Path) -> None:

@@ -14,23 +14,52 @@ from irm_bench import scorecard as sc
 FIXTURES = Path(__file__).parent / "fixtures" / "run"
 
 
-def published(study: str, setup: str, method: str, metric: str) -> sc.Published:
+def published(
+    study: str, setup: str, method: str, metric: str, protocol: str | None = None
+) -> sc.Published:
+    """The published number; Colored MNIST defaults to the IRM paper's Table 1."""
+    if protocol is None:
+        protocol = sc.SEM_PROTOCOL if study == "sem" else sc.CMNIST_PROTOCOL
     (p,) = [
         p
         for p in sc.PUBLISHED
-        if (p.study, p.setup, p.method, p.metric) == (study, setup, method, metric)
+        if (p.study, p.protocol, p.setup, p.method, p.metric)
+        == (study, protocol, setup, method, metric)
     ]
     return p
 
 
 def test_every_published_number_is_there_once() -> None:
-    keys = [(p.study, p.setup, p.method, p.metric) for p in sc.PUBLISHED]
-    assert len(keys) == len(set(keys)) == 8 * 3 * 2 + 3 * 2
-    # Spot checks against the issue's table and the paper's Table 1.
+    keys = [(p.study, p.protocol, p.setup, p.method, p.metric) for p in sc.PUBLISHED]
+    # SEM: 8 setups x 3 methods x 2 errors; IRM Table 1: 3 methods x 2; Fishr Table 2:
+    # 4 methods x (train, test, gray test).
+    assert len(keys) == len(set(keys)) == 8 * 3 * 2 + 3 * 2 + 4 * 3
+    # Spot checks against the issue's table, the paper's Table 1 and Fishr's Table 2.
     assert published("sem", "FES", "icp", "noncausal_error").value == 0.103
     assert published("sem", "POS", "irmv1", "causal_error").value == 0.0190
     p = published("cmnist", "", "irmv1", "test_acc")
     assert (p.value, p.spread) == (66.9, 2.5)
+    t2 = sc.CMNIST_TABLE2_PROTOCOL
+    fishr = [published("cmnist", "", "fishr", m, t2) for m in ("train_acc", "test_acc")]
+    assert [(p.value, p.spread) for p in fishr] == [(71.0, 0.9), (69.5, 1.0)]
+    assert published("cmnist", "", "erm", "gray_test_acc", t2).value == 71.0
+    assert published("cmnist", "", "vrex", "gray_test_acc", t2).spread == 2.2
+    assert not [p for p in sc.PUBLISHED if p.method == "groupdro"]  # none published
+
+
+@pytest.mark.parametrize(
+    ("mean", "expected"),
+    [(70.2, "yes"), (66.0, "yes"), (74.4, "yes"), (74.41, "no"), (65.99, "no")],
+)
+def test_table2_gray_test_uses_the_same_rule_and_its_own_protocol(mean, expected) -> None:
+    t2 = sc.CMNIST_TABLE2_PROTOCOL
+    p = published("cmnist", "", "fishr", "gray_test_acc", t2)  # 70.2 ± 1.1: tolerance 4.2
+    s = sc.score(p, sc.Ours(t2, mean=mean, std=1.0, n=3))
+    assert s.tolerance == pytest.approx(4.2)
+    assert s.status == expected
+    # a Table 1 row (IRM paper protocol) is never compared with a Table 2 number
+    other = sc.score(p, sc.Ours(sc.CMNIST_PROTOCOL, mean=70.2, std=1.0, n=3))
+    assert other.status == "not compared"
 
 
 @pytest.mark.parametrize(
@@ -133,22 +162,37 @@ def test_build_scorecard_on_the_fixture_tables() -> None:
     # Hand-checked: PES ICP causal 0.41 vs 1.000 (intermediate band, 0.59 > 0.45);
     # PES IRMv1 causal 0.405 vs 0.220 (0.185 > max(0.055, 3·0.061/√3 = 0.106));
     # oracle test 70.0 vs 73.0 ± 0.4 (3.0 > 2.8).
-    assert {k for k, v in status.items() if v == "no"} == {
+    status = {
+        (s.published.protocol, s.published.setup, s.published.method, s.published.metric): (
+            s.status
+        )
+        for s in scores
+    }
+    # ... and V-REx's gray test 62.0 vs 68.6 ± 2.2 (6.6 > 6.4) in Fishr's Table 2.
+    assert {k[1:] for k, v in status.items() if v == "no"} == {
         ("PES", "icp", "causal_error"),
         ("PES", "irmv1", "causal_error"),
         ("", "grayscale", "test_acc"),
+        ("", "vrex", "gray_test_acc"),
     }
     assert sc.headline(scores) == {
-        "reproduced": 15,
-        "compared": 18,
+        "reproduced": 15 + 11,
+        "compared": 18 + 12,
         "not_compared": 0,
         "not_run": 36,
-        "total": 54,
+        "total": 54 + 12,
     }
-    # A CMNIST accuracy is compared in %, from the table's fractions.
-    (erm_test,) = [
-        s for s in scores if s.published.method == "erm" and s.published.metric == "test_acc"
-    ]
-    assert erm_test.ours.mean == pytest.approx(17.02)
+    # A CMNIST accuracy is compared in %, from the table's fractions, against the row
+    # of its own protocol (ERM is in both tables).
+    erm_test = {
+        s.published.protocol: s.ours.mean
+        for s in scores
+        if s.published.method == "erm" and s.published.metric == "test_acc"
+    }
+    assert erm_test == pytest.approx({sc.CMNIST_PROTOCOL: 17.02, sc.CMNIST_TABLE2_PROTOCOL: 14.11})
+    # A table from before the gray test has nothing to compare for it.
+    old = cm.drop(columns=["gray_test_acc_mean", "gray_test_acc_std"])
+    gray = [s for s in sc.build_scorecard(None, old) if s.published.metric == "gray_test_acc"]
+    assert gray and {s.status for s in gray} == {"not run"}
     # A study left out of the run gives no rows at all.
     assert all(s.published.study == "sem" for s in sc.build_scorecard(sem, None))

@@ -1,7 +1,8 @@
 """Figures of the Colored MNIST study: λ sweep and training curves.
 
-Published reference values (IRM paper, Table 1, train / test accuracy in %) are drawn
-beside ours; accuracies are plotted in percent, tables keep fractions.
+Published reference values (IRM paper, Table 1, train / test accuracy in %, from
+:mod:`irm_bench.scorecard`) are drawn beside ours; accuracies are plotted in percent,
+tables keep fractions. Methods are labelled and coloured by their registry entry.
 """
 
 from __future__ import annotations
@@ -15,17 +16,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from irm_bench.cmnist.presets import PAPER_LAMBDA
+from irm_bench.cmnist.presets import PAPER_LAMBDA, method_colour, method_label
 from irm_bench.io import save_figure
+from irm_bench.scorecard import CMNIST_PROTOCOL, PUBLISHED
 
-#: IRM paper, Table 1: (train mean, train std, test mean, test std), in %.
-PUBLISHED_TABLE1 = {
-    "erm": (87.4, 0.2, 17.1, 0.6),
-    "irmv1": (70.8, 0.9, 66.9, 2.5),
-    "grayscale": (73.5, 0.2, 73.0, 0.4),
+#: The test-time splits of the curves: environment -> (split, line style).
+SPLITS = {
+    "env1": ("train", "-"),
+    "env2": ("train", "-"),
+    "test": ("test", "--"),
+    "gray_test": ("gray test", ":"),
 }
-METHOD_LABELS = {"erm": "ERM", "irmv1": "IRMv1", "grayscale": "grayscale oracle"}
-COLOURS = {"erm": "tab:red", "irmv1": "tab:blue", "grayscale": "tab:green"}
+
+
+def _published_irmv1(metric: str) -> float:
+    """IRMv1's Table 1 value (%) of ``metric`` in the scorecard."""
+    (p,) = [
+        p
+        for p in PUBLISHED
+        if (p.study, p.protocol, p.method, p.metric)
+        == ("cmnist", CMNIST_PROTOCOL, "irmv1", metric)
+    ]
+    return p.value
 
 
 def _save(fig: plt.Figure, paths: Sequence[str | Path]) -> None:
@@ -66,8 +78,8 @@ def plot_lambda_sweep(
                 label=f"{label} (mean ± std)",
             )
             ax.scatter(runs["lambda"], 100 * runs[col], color=colour, alpha=0.3, s=10)
-    pub = PUBLISHED_TABLE1["irmv1"]
-    ax.scatter([PAPER_LAMBDA] * 2, [pub[0], pub[2]], marker="*", s=120, color="k", zorder=5,
+    pub = [_published_irmv1("train_acc"), _published_irmv1("test_acc")]
+    ax.scatter([PAPER_LAMBDA] * 2, pub, marker="*", s=120, color="k", zorder=5,
                label="paper IRMv1 (train, test)")  # fmt: skip
     _reference_lines(ax)
     ax.set_xscale("symlog", linthresh=1.0)
@@ -92,7 +104,7 @@ def plot_curves(curves_csv: str | Path, paths: Sequence[str | Path]) -> None:
     table1 = curves[curves["study"] == "table1"]
     curves = table1 if len(table1) else curves
     curves = curves.assign(
-        split=curves["environment"].map({"env1": "train", "env2": "train", "test": "test"})
+        split=curves["environment"].map({env: split for env, (split, _) in SPLITS.items()})
     )
     grouped = (
         curves.groupby(["method", "lambda", "restart", "step", "split", "metric"])["value"]
@@ -106,14 +118,16 @@ def plot_curves(curves_csv: str | Path, paths: Sequence[str | Path]) -> None:
         for (method, lam), sub in grouped[grouped["metric"] == metric].groupby(
             ["method", "lambda"]
         ):
-            label = METHOD_LABELS.get(method, method)
+            label = method_label(method)
             if method == "irmv1" and lam != PAPER_LAMBDA:
                 label += f" λ={lam:g}"
-            for split, ls in (("train", "-"), ("test", "--")):
+            for split, ls in dict(SPLITS.values()).items():
                 line = sub[sub["split"] == split]
+                if line.empty:
+                    continue
                 scale = 100 if metric == "accuracy" else 1
                 ax.plot(line["step"], scale * line["value"], ls=ls,
-                        color=COLOURS.get(method), label=f"{label} {split}")  # fmt: skip
+                        color=method_colour(method), label=f"{label} {split}")  # fmt: skip
         anneal = curves.loc[curves["method"] == "irmv1", "anneal_steps"]
         if len(anneal) and anneal.iloc[0] > 0:
             ax.axvline(anneal.iloc[0], color="k", ls=":", lw=0.8, label="IRMv1 anneal step")

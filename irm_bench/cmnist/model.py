@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from irm_bench.envs.cmnist import ColoredMnistEnv
+from irm_bench.penalties import last_layer_grad_variance
 from irm_bench.seeds import torch_generator
 
 N_PIXELS = 14 * 14
@@ -152,12 +153,32 @@ class StackedMLP:
         R = self.n_models
         return sum(p.square().reshape(R, -1).sum(1) for p in self.parameters())
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(R, 2, P)`` of packed inputs ``x (R, 2, P, 196)``."""
+    def logits(self, x: torch.Tensor, *, both_channels: bool = False) -> torch.Tensor:
+        """Logits ``(R, 2, P)`` of packed inputs ``x (R, 2, P, 196)``.
+
+        ``both_channels``: score the images with the digit in *both* colour channels
+        (the gray test environment) instead of in their colour's channel only.
+        """
+        return self.logits_and_features(x, both_channels=both_channels)[0]
+
+    def logits_and_features(
+        self, x: torch.Tensor, *, both_channels: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(R, 2, P)`` and the last layer's inputs ``h2 (R, 2·P, h)``.
+
+        ``h2[r, c·P + p]`` is the second hidden layer's output on sample ``x[r, c, p]``.
+        With ``both_channels`` each image enters both channels, so its first-layer
+        product is exactly ``d·(W1[:196] + W1[196:])`` (oracle: the channel sum 2d,
+        i.e. ``d·2·W1``), whatever its colour.
+        """
         R, _, P, _ = x.shape
         h = self.b1.shape[1]
-        if self.grayscale:  # both colour groups share the one 196-row W1
-            w1 = self.w1.unsqueeze(1).expand(R, 2, N_PIXELS, h).reshape(2 * R, N_PIXELS, h)
+        if self.grayscale or both_channels:  # both colour groups share one 196-row W1
+            if self.grayscale:
+                w1 = self.w1 * 2.0 if both_channels else self.w1
+            else:
+                w1 = self.w1[:, :N_PIXELS] + self.w1[:, N_PIXELS:]
+            w1 = w1.unsqueeze(1).expand(R, 2, N_PIXELS, h).reshape(2 * R, N_PIXELS, h)
         else:  # colour c's samples meet rows c*196 .. c*196+195 of W1
             w1 = self.w1.view(2 * R, N_PIXELS, h)
         b1 = self.b1.repeat_interleave(2, dim=0)[:, None, :]
@@ -165,7 +186,7 @@ class StackedMLP:
         h1 = torch.baddbmm(b1, x.view(2 * R, P, N_PIXELS), w1).relu_()
         h2 = torch.baddbmm(self.b2[:, None, :], h1.view(R, 2 * P, h), self.w2).relu_()
         out = torch.baddbmm(self.b3[:, None, None], h2, self.w3)
-        return out.view(R, 2, P)
+        return out.view(R, 2, P), h2
 
 
 def xavier_uniform(shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
@@ -231,8 +252,9 @@ class EnvMetrics:
 def env_metrics(logits: torch.Tensor, packed: PackedEnvs, *, with_grad: bool = True) -> EnvMetrics:
     """Risk, accuracy and dummy-scale gradient per (model, environment).
 
-    The scale gradient uses the closed form mean((sigmoid(f) - y) f) (see
-    :mod:`irm_bench.cmnist.penalties`); accuracy carries no gradient.
+    The scale gradient uses the closed form d/ds mean BCE(s f, y)|_{s=1} =
+    mean((sigmoid(f) - y) f) (IRM paper, Section 3.1), so the IRMv1 penalty needs no
+    double backward pass; accuracy carries no gradient.
     """
     y, w = packed.labels, packed.weights
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
@@ -242,3 +264,21 @@ def env_metrics(logits: torch.Tensor, packed: PackedEnvs, *, with_grad: bool = T
     correct = ((logits.detach() > 0).to(y.dtype) == y).to(y.dtype)
     accuracy = torch.einsum("recp,rcp->re", w, correct)
     return EnvMetrics(risk=risk, accuracy=accuracy, scale_grad=scale_grad)
+
+
+def packed_grad_variance(
+    logits: torch.Tensor, features: torch.Tensor, packed: PackedEnvs
+) -> torch.Tensor:
+    """Fishr's per-environment variances of the last layer's per-example gradients.
+
+    For BCE with logits the gradient of example i's loss in the last layer's
+    ``(w3, b3)`` is ``(sigmoid(f_i) - y_i) · (h2_i, 1)``: the per-example gradient the
+    Fishr authors' code gets from BackPACK's ``BatchGrad`` on the mean loss times the
+    batch size. Differentiable in ``logits`` and ``features``, as in their code
+    (``create_graph=True``). Shapes: ``logits (R, 2, P)``, ``features (R, 2·P, h)``;
+    returns ``(R, E, h + 1)`` (see :func:`irm_bench.penalties.last_layer_grad_variance`).
+    """
+    R, _, P = logits.shape
+    residual = (torch.sigmoid(logits) - packed.labels).reshape(R, 2 * P)
+    weights = packed.weights.reshape(R, packed.weights.shape[1], 2 * P)
+    return last_layer_grad_variance(residual, features, weights)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from irm_bench.cmnist.model import init_mlp, pack_envs
-from irm_bench.cmnist.presets import PROTOCOL, StudyPlan, TrainJob, build_plan
+from irm_bench.cmnist.presets import ORACLE, PROTOCOL, StudyPlan, TrainJob, build_plan
 from irm_bench.cmnist.train import keep_freed_memory, train_stacked
 from irm_bench.devices import resolve_device
 from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
@@ -30,7 +30,8 @@ RUN_COLUMNS = [
     "protocol", "preset", "method", "study", "lambda", "lambda_index", "restart", "seed",
     "data_seed", "init_seed", "device", "steps", "anneal_steps", "hidden_dim", "l2_weight",
     "lr", "n_train_per_env", "diverged", "diverged_step", "train_acc", "test_acc",
-    "train_risk", "test_risk", "train_penalty", "test_penalty", "env1_acc", "env2_acc",
+    "gray_test_acc", "train_risk", "test_risk", "gray_test_risk", "train_penalty",
+    "test_penalty", "env1_acc", "env2_acc",
     "env1_risk", "env2_risk", "env1_penalty", "env2_penalty", "seconds_per_step",
     "torch_version", "git_commit",
 ]  # fmt: skip
@@ -41,7 +42,11 @@ CURVE_COLUMNS = [
 
 
 def init_seed(base_seed: int, method: str, restart: int) -> int:
-    """Seed of a restart's initial weights (shared by every λ of IRMv1)."""
+    """Seed of a restart's initial weights (shared by every λ of IRMv1).
+
+    Derived under the Table 1 protocol tag for every preset, so a restart of a method
+    starts from the same seed whichever protocol its row is reported under.
+    """
     return derive_seed(
         protocol=PROTOCOL, role="init", method=method, restart=restart, seed=base_seed
     )
@@ -71,8 +76,10 @@ def fetch_step(
     )
 
 
-def _chunks(n: int, size: int) -> list[range]:
-    return [range(i, min(n, i + size)) for i in range(0, n, size)]
+def _chunks(restarts: range, size: int) -> list[range]:
+    return [
+        range(i, min(restarts.stop, i + size)) for i in range(restarts.start, restarts.stop, size)
+    ]
 
 
 def train_job(
@@ -87,12 +94,15 @@ def train_job(
     runs_path: str | Path,
     curves_path: str | Path,
     progress: TextIO | None = None,
+    restarts: range | None = None,
 ) -> pd.DataFrame:
     """Train every restart of ``job`` and write its rows of ``runs`` and ``curves``.
 
     Restarts are trained stacked, ``restarts_per_chunk`` at a time (``None``: all at
     once on CUDA, one at a time on the CPU, where stacking saves nothing and costs
     memory). Each row of a restart used by both studies appears once per study.
+    ``restarts``: train only these of the job's restarts (``None``: all); a restart's
+    numbers do not depend on which others are trained, so the job's work can be split.
 
     Returns the runs table that was written.
     """
@@ -105,7 +115,9 @@ def train_job(
     commit = head_commit()
     run_rows: list[dict[str, Any]] = []
     curve_frames = []
-    for chunk in _chunks(job.restarts, restarts_per_chunk):
+    for chunk in _chunks(
+        range(job.restarts) if restarts is None else restarts, restarts_per_chunk
+    ):
         dseeds = [data_seed(plan.seed, r) for r in chunk]
         iseeds = [init_seed(plan.seed, job.method, r) for r in chunk]
         envs = [
@@ -124,7 +136,7 @@ def train_job(
         for pos, restart in enumerate(chunk):
             f = {k: float(v[pos]) for k, v in result.final.items()}
             base = {
-                "protocol": PROTOCOL,
+                "protocol": hp.protocol,
                 "preset": plan.preset.name,
                 "method": job.method,
                 "lambda": hp.penalty_weight,
@@ -144,8 +156,10 @@ def train_job(
                 "diverged_step": int(result.diverged_step[pos]) if result.diverged[pos] else None,
                 "train_acc": (f["env1_accuracy"] + f["env2_accuracy"]) / 2,
                 "test_acc": f["test_accuracy"],
+                "gray_test_acc": f["gray_test_accuracy"],
                 "train_risk": (f["env1_risk"] + f["env2_risk"]) / 2,
                 "test_risk": f["test_risk"],
+                "gray_test_risk": f["gray_test_risk"],
                 "train_penalty": (f["env1_penalty"] + f["env2_penalty"]) / 2,
                 "test_penalty": f["test_penalty"],
                 "env1_acc": f["env1_accuracy"],
@@ -172,7 +186,7 @@ def train_job(
     curves = (
         curves.merge(studies, on="restart")
         .assign(
-            protocol=PROTOCOL,
+            protocol=hp.protocol,
             method=job.method,
             **{"lambda": hp.penalty_weight},
             lambda_index=job.lambda_index,
@@ -235,6 +249,18 @@ def collect(
     write_csv(curves.sort_values([*order, "step"], kind="stable")[CURVE_COLUMNS], curves_out)
 
 
+#: Accuracy columns of ``runs.csv`` summarised in the tables (mean and std).
+ACCURACIES = ("train_acc", "test_acc", "gray_test_acc")
+
+
+def method_order(method: str) -> int:
+    """Display position of a config method: registry order, the oracle last."""
+    from irm_bench.methods import METHODS
+
+    names = list(METHODS)
+    return names.index(method) if method in names else len(names) + (method != ORACLE)
+
+
 def _mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """n_restarts, n_diverged and mean/std (ddof=0) of accuracies over non-diverged rows."""
     frame = frame.assign(diverged=frame["diverged"].astype(bool))
@@ -243,8 +269,8 @@ def _mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         ok = group[~group["diverged"]]
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
         row.update(n_restarts=len(group), n_diverged=int(group["diverged"].sum()))
-        for col in ("train_acc", "test_acc"):
-            values = ok[col].to_numpy(dtype=float)
+        for col in ACCURACIES:  # runs.csv from before the gray test: NaN
+            values = ok[col].to_numpy(dtype=float) if col in ok else np.array([np.nan])
             row[f"{col}_mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{col}_std"] = float(values.std(ddof=0)) if len(values) else np.nan
         rows.append(row)
@@ -252,7 +278,7 @@ def _mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def summarise(runs_csv: str | Path, accuracy_out: str | Path, sweep_out: str | Path) -> None:
-    """Write Table 1 (one row per method) and the λ-sweep table from ``runs.csv``.
+    """Write the accuracy table (one row per protocol, method and λ) and the λ sweep.
 
     Means and standard deviations (ddof = 0, as the reference's ``np.std``) are over
     the restarts that did not diverge; ``n_restarts`` counts all restarts and
@@ -261,16 +287,26 @@ def summarise(runs_csv: str | Path, accuracy_out: str | Path, sweep_out: str | P
     runs = pd.read_csv(runs_csv)
     table1 = runs[runs["study"] == "table1"]
     acc = _mean_std(table1, ["protocol", "method", "lambda"])
-    order = {"erm": 0, "irmv1": 1, "grayscale": 2}
-    acc = acc.sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
-    sweep = _mean_std(runs[runs["study"] == "sweep"], ["protocol", "lambda", "lambda_index"])
+    if len(acc):
+        acc = acc.sort_values(
+            ["protocol", "method"],
+            key=lambda s: s.map(method_order) if s.name == "method" else s != PROTOCOL,
+            kind="stable",
+        ).reset_index(drop=True)
+    sweep = _mean_std(
+        runs[runs["study"] == "sweep"], ["protocol", "method", "lambda", "lambda_index"]
+    )
     if len(sweep):
         sweep["lambda_index"] = sweep["lambda_index"].astype(int)
-        sweep = sweep.sort_values("lambda").reset_index(drop=True)
+        sweep = sweep.sort_values(
+            ["method", "lambda"],
+            key=lambda s: s.map(method_order) if s.name == "method" else s,
+        ).reset_index(drop=True)
     stats = [
         "n_restarts",
         "n_diverged",
-        *(f"{c}_{s}" for c in ("train_acc", "test_acc") for s in ("mean", "std")),
+        *(f"{c}_{s}" for c in ACCURACIES for s in ("mean", "std")),
     ]
     write_csv(acc.reindex(columns=["protocol", "method", "lambda", *stats]), accuracy_out)
-    write_csv(sweep.reindex(columns=["protocol", "lambda", "lambda_index", *stats]), sweep_out)
+    sweep_columns = ["protocol", "method", "lambda", "lambda_index", *stats]
+    write_csv(sweep.reindex(columns=sweep_columns), sweep_out)

@@ -4,23 +4,59 @@ Paper hyper-parameters are those of the reference code's README / run log
 (facebookresearch/InvariantRiskMinimization, ``code/colored_mnist``), as listed in the
 IRM paper's Table 1 protocol. The penalty-weight schedule follows the reference code:
 λ_t = 1 before ``penalty_anneal_steps`` and λ afterwards, and when λ_t > 1 the whole
-loss is divided by λ_t. ERM and the grayscale oracle use λ = 0 with no annealing, i.e.
-no penalty term at any step.
+loss is divided by λ_t. Methods without a penalty (ERM, the grayscale oracle, GroupDRO)
+use λ = 0 with no annealing, i.e. no penalty term and no division at any step.
+
+Every registered method that can run in the ``cmnist`` study trains here through the
+method contract (:mod:`irm_bench.methods`). A method without its own entry in a preset
+gets the preset's *IRM setup*: IRMv1's hyper-parameters, the protocol of the Fishr
+paper's Table 2 (Ramé et al. 2022, Section 6.A, "IRM setup"; the authors' code
+``coloredmnist/train_coloredmnist.py``), its penalty weighted and annealed as IRMv1's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from irm_bench.methods import METHODS as REGISTRY
+from irm_bench.methods import check_study
+from irm_bench.methods.contract import NoHparams
 from irm_bench.registry import lookup
 
+#: Protocol tag of rows that follow the IRM paper's Table 1 (ERM, IRMv1, oracle).
 PROTOCOL = "irm-paper-cmnist"
+#: Protocol tag of rows that follow the Fishr paper's Table 2 "IRM setup": every method
+#: with IRMv1's hyper-parameters, train / test / gray-test accuracy.
+TABLE2_PROTOCOL = "fishr-table2-cmnist"
 #: IRMv1's penalty weight in the paper's Table 1 run.
 PAPER_LAMBDA = 91257.18613115903
+#: The Colored MNIST baseline that is not a registry method: ERM on the channel sum.
+ORACLE = "grayscale"
+#: Study name of Colored MNIST in :data:`irm_bench.methods.contract.STUDIES`.
+STUDY = "cmnist"
+#: Display name and colour of the oracle (registry methods take theirs from MethodSpec).
+ORACLE_LABEL, ORACLE_COLOUR = "Grayscale oracle", "#8172b3"
+
+
+def method_label(method: str) -> str:
+    """Display name of a config method: its ``MethodSpec.label``, or the oracle's."""
+    if method == ORACLE:
+        return ORACLE_LABEL
+    spec = REGISTRY.get(method)
+    return spec.label if spec is not None else str(method)
+
+
+def method_colour(method: str) -> str | None:
+    """Matplotlib colour of a config method (``MethodSpec.colour``, or the oracle's)."""
+    if method == ORACLE:
+        return ORACLE_COLOUR
+    spec = REGISTRY.get(method)
+    return spec.colour if spec is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +75,21 @@ class MethodHparams:
         Number of steps; the reported metrics are the forward pass at the top of the
         last step (after ``steps - 1`` updates).
     penalty_weight
-        λ, the IRMv1 penalty weight after annealing (0: no penalty).
+        λ, the penalty weight after annealing (0: no penalty).
     penalty_anneal_steps
         Steps with λ_t = 1 before λ applies (0: λ from the first step).
     grayscale
         Sum the two colour channels before the first layer (the oracle that cannot see
         colour).
+    method
+        Registry key of the method whose objective trains the model
+        (:data:`irm_bench.methods.METHODS`; the oracle is ``erm``).
+    method_hparams
+        The method's own hyper-parameter dataclass (``MethodSpec.hparams``); ``None``:
+        its defaults.
+    protocol
+        Tag of the published protocol these settings follow (:data:`PROTOCOL`,
+        :data:`TABLE2_PROTOCOL`); results are compared only with rows of that tag.
     """
 
     hidden_dim: int
@@ -54,6 +99,9 @@ class MethodHparams:
     penalty_weight: float = 0.0
     penalty_anneal_steps: int = 0
     grayscale: bool = False
+    method: str = "erm"
+    method_hparams: Any = None
+    protocol: str = PROTOCOL
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "steps"):
@@ -77,20 +125,45 @@ class MethodHparams:
         """Whether λ_t > 0 at some step (else the penalty is only logged)."""
         return self.penalty_weight > 0 or self.penalty_anneal_steps > 0
 
+    def spec_hparams(self) -> Any:
+        """The method's own hyper-parameters (its defaults when ``method_hparams`` is None)."""
+        return (
+            REGISTRY[self.method].hparams() if self.method_hparams is None else self.method_hparams
+        )
+
+
+#: IRMv1's Table 1 hyper-parameters of the reference code: the Fishr paper's "IRM setup".
+IRM_SETUP = MethodHparams(
+    hidden_dim=390,
+    l2_weight=0.00110794568,
+    lr=0.0004898536566546834,
+    steps=501,
+    penalty_weight=PAPER_LAMBDA,
+    penalty_anneal_steps=190,
+    method="irmv1",
+)
+
+
+def irm_setup(method: str, base: MethodHparams = IRM_SETUP) -> MethodHparams:
+    """``base`` for registry method ``method`` under :data:`TABLE2_PROTOCOL`.
+
+    A penalised method keeps λ and its anneal; one without a penalty (ERM, GroupDRO)
+    gets λ = 0 and no anneal, so its loss is never divided by λ (the authors' code
+    skips the penalty block for ERM).
+    """
+    spec = REGISTRY[method]
+    changes: dict[str, Any] = {"method": method, "protocol": TABLE2_PROTOCOL}
+    if not spec.penalised:
+        changes.update(penalty_weight=0.0, penalty_anneal_steps=0)
+    return dataclasses.replace(base, **changes)
+
 
 #: Table 1 hyper-parameters of the reference code (ERM, IRMv1, grayscale oracle).
 PAPER_HPARAMS: Mapping[str, MethodHparams] = MappingProxyType(
     {
         "erm": MethodHparams(hidden_dim=256, l2_weight=0.001, lr=0.001, steps=501),
-        "irmv1": MethodHparams(
-            hidden_dim=390,
-            l2_weight=0.00110794568,
-            lr=0.0004898536566546834,
-            steps=501,
-            penalty_weight=PAPER_LAMBDA,
-            penalty_anneal_steps=190,
-        ),
-        "grayscale": MethodHparams(
+        "irmv1": IRM_SETUP,
+        ORACLE: MethodHparams(
             hidden_dim=83,
             l2_weight=0.0008602868865288383,
             lr=0.0028171488133821726,
@@ -99,7 +172,10 @@ PAPER_HPARAMS: Mapping[str, MethodHparams] = MappingProxyType(
         ),
     }
 )
+#: Table 1's methods, in the paper's order.
 METHODS = tuple(PAPER_HPARAMS)
+#: The Fishr paper's Table 2 methods (IRM setup), in its order.
+TABLE2_METHODS = ("erm", "irmv1", "vrex", "fishr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,18 +185,23 @@ class Preset:
     Attributes
     ----------
     name
-        ``paper``, ``default`` or ``smoke``.
+        ``paper``, ``default``, ``methods`` or ``smoke``.
     hparams
-        Method name → :class:`MethodHparams` for Table 1. The λ sweep uses IRMv1's
-        hyper-parameters with ``penalty_weight`` replaced by each grid value.
+        Method name → :class:`MethodHparams` for the methods with settings of their own.
+        Every other registered method gets ``irm_setup(method, base)``. The λ sweep
+        uses IRMv1's hyper-parameters with ``penalty_weight`` replaced by each grid value.
     restarts
-        Restarts per method for Table 1.
+        Restarts per method for the accuracy table.
     sweep_restarts
-        Restarts per λ grid point.
+        Restarts per λ grid point (0: no sweep).
     lambda_grid
         λ values of the sweep.
     max_train_per_env
         Keep only this many images per training environment (``None``: all 25,000).
+    methods
+        Methods run when ``cmnist.methods`` is null.
+    base
+        The IRM setup of the methods without an entry in ``hparams``.
     """
 
     name: str
@@ -129,9 +210,19 @@ class Preset:
     sweep_restarts: int
     lambda_grid: tuple[float, ...]
     max_train_per_env: int | None = None
+    methods: tuple[str, ...] = (*METHODS, "vrex", "fishr")
+    base: MethodHparams = IRM_SETUP
+
+    def hparams_for(self, method: str) -> MethodHparams:
+        """Hyper-parameters of config method ``method`` (a registry key or ``grayscale``)."""
+        if method in self.hparams:
+            return self.hparams[method]
+        return irm_setup(method, self.base)
 
 
 PAPER_LAMBDA_GRID = (0.0, 1.0, 10.0, 1e2, 1e3, 1e4, PAPER_LAMBDA, 1e5, 1e6)
+
+_SMOKE_BASE = dataclasses.replace(IRM_SETUP, steps=11, penalty_anneal_steps=5)
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
@@ -141,22 +232,31 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         # study fits in ~15 minutes on 2 CPU cores. The sweep's paper-λ point is the
         # Table 1 IRMv1 run (shared, trained once).
         "default": Preset("default", PAPER_HPARAMS, 1, 1, (0.0, 1e3, PAPER_LAMBDA)),
+        # The Fishr paper's Table 2 (IRM setup): ERM, IRMv1, V-REx and Fishr, all with
+        # IRMv1's hyper-parameters, 10 restarts, no λ sweep.
+        "methods": Preset(
+            "methods",
+            MappingProxyType({ORACLE: PAPER_HPARAMS[ORACLE]}),
+            10,
+            0,
+            (),
+            methods=TABLE2_METHODS,
+        ),
         # CI: every branch of the DAG in seconds; the numbers mean nothing.
         "smoke": Preset(
             "smoke",
             MappingProxyType(
                 {
                     "erm": dataclasses.replace(PAPER_HPARAMS["erm"], steps=11),
-                    "irmv1": dataclasses.replace(
-                        PAPER_HPARAMS["irmv1"], steps=11, penalty_anneal_steps=5
-                    ),
-                    "grayscale": dataclasses.replace(PAPER_HPARAMS["grayscale"], steps=6),
+                    "irmv1": _SMOKE_BASE,
+                    ORACLE: dataclasses.replace(PAPER_HPARAMS[ORACLE], steps=6),
                 }
             ),
             2,
             1,
             (0.0, PAPER_LAMBDA),
             max_train_per_env=1000,
+            base=_SMOKE_BASE,
         ),
     }
 )
@@ -174,10 +274,11 @@ class TrainJob:
     Attributes
     ----------
     name
-        Wildcard value: ``erm``, ``grayscale`` or ``irmv1-lamNN`` (NN indexes
-        :attr:`StudyPlan.lambdas`, so no float is ever formatted into a path).
+        Wildcard value: the config method name (``erm``, ``vrex``, ``grayscale``, ...)
+        or ``irmv1-lamNN`` (NN indexes :attr:`StudyPlan.lambdas`, so no float is ever
+        formatted into a path).
     method
-        ``erm``, ``irmv1`` or ``grayscale``.
+        The config method name: a registry key or ``grayscale``.
     hparams
         The run's hyper-parameters.
     lambda_index
@@ -227,6 +328,39 @@ def lambda_name(index: int) -> str:
     return f"lam{index:02d}"
 
 
+def method_problems(cmnist: Mapping[str, Any]) -> list[str]:
+    """One line per entry of ``cmnist.methods`` that Colored MNIST cannot run.
+
+    Each line names the dotted key: an unknown name (with the closest known one), or a
+    registered method whose registry entry says it cannot run in this study
+    (:func:`irm_bench.methods.check_study`, e.g. ICP). Used by the config validation,
+    so the error comes before any training.
+    """
+    methods = cmnist.get("methods")
+    if methods is None:
+        preset = PRESETS.get(cmnist.get("preset", "default"))
+        methods = preset.methods if preset is not None else ()
+    runnable = [n for n, spec in REGISTRY.items() if spec.runs_in(STUDY)] + [ORACLE]
+    problems = []
+    for i, name in enumerate(methods):
+        key = f"cmnist.methods[{i}]"
+        if name == ORACLE:
+            continue
+        if name not in REGISTRY:
+            close = difflib.get_close_matches(str(name), runnable, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(
+                f"config key '{key}': expected a Colored MNIST method, one of "
+                f"{', '.join(runnable)}, found '{name}'{hint}"
+            )
+            continue
+        try:
+            check_study(REGISTRY[name], STUDY, key)
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
+
+
 def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
     """Turn the validated ``cmnist`` config section into the list of training jobs.
 
@@ -234,24 +368,30 @@ def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
     both studies is one job (its first ``restarts`` restarts serve Table 1, its first
     ``sweep_restarts`` the sweep), which is exact because every restart's data and
     initialisation depend only on (base seed, restart, method), not on the study.
+
+    Raises ``ValueError`` naming the key for a method Colored MNIST cannot run.
     """
+    problems = method_problems(cmnist)
+    if problems:
+        raise ValueError(problems[0])
     preset = get_preset(cmnist["preset"])
     restarts = cmnist.get("restarts") or preset.restarts
     sweep_restarts = cmnist.get("sweep_restarts") or preset.sweep_restarts
     grid = cmnist.get("lambda_grid")
     grid = tuple(float(v) for v in (preset.lambda_grid if grid is None else grid))
-    methods = list(cmnist.get("methods") or METHODS)
-    unknown = [m for m in methods if m not in preset.hparams]
-    if unknown:
-        raise KeyError(f"cmnist.methods: unknown {unknown}; known: {', '.join(preset.hparams)}")
-    hparams = dict(preset.hparams)
-    if cmnist.get("steps") is not None:
-        hparams = {
-            m: dataclasses.replace(h, steps=int(cmnist["steps"])) for m, h in hparams.items()
-        }
+    methods = list(cmnist.get("methods") or preset.methods)
+    hparams = {m: preset.hparams_for(m) for m in dict.fromkeys([*methods, "irmv1"])}
+    for m, h in hparams.items():
+        changes: dict[str, Any] = {}
+        spec = REGISTRY[h.method]
+        if spec.hparams is not NoHparams and m != ORACLE:
+            changes["method_hparams"] = spec.build_hparams(cmnist.get(m), f"cmnist.{m}")
+        if cmnist.get("steps") is not None:
+            changes["steps"] = int(cmnist["steps"])
+        if cmnist.get("anneal_steps") is not None and spec.penalised:
+            changes["penalty_anneal_steps"] = int(cmnist["anneal_steps"])
+        hparams[m] = dataclasses.replace(h, **changes)
     irm = hparams["irmv1"]
-    if cmnist.get("anneal_steps") is not None:
-        irm = dataclasses.replace(irm, penalty_anneal_steps=int(cmnist["anneal_steps"]))
     lambdas = set(grid) if sweep_restarts else set()
     if "irmv1" in methods:
         lambdas.add(irm.penalty_weight)

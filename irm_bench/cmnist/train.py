@@ -1,13 +1,19 @@
-"""Full-batch training of R stacked Colored MNIST models (ERM, IRMv1, grayscale oracle).
+"""Full-batch training of R stacked Colored MNIST models, for any registered method.
 
-Objective of restart r at step t (reference code, ``code/colored_mnist/main.py``):
+Objective of restart r at step t (reference code, ``code/colored_mnist/main.py``; the
+Fishr authors' ``coloredmnist/train_coloredmnist.py`` for the other methods):
 
-    L_t = mean_e R^e + l2 · Σ‖θ‖² + λ_t · mean_e D(e),      e ∈ {env1, env2},
+    L_t = risk_term + l2 · Σ‖θ‖² + λ_t · penalty,      e ∈ {env1, env2},
 
-with R^e the mean BCE with logits, D(e) the IRMv1 penalty (closed form, see
-:mod:`irm_bench.cmnist.penalties`), λ_t = 1 before the anneal step and λ afterwards;
-when λ_t > 1, L_t is divided by λ_t (the code does this; the paper's text does not
-mention it). Adam, full batch. The reported metrics are those of the forward pass at
+with ``risk_term`` and ``penalty`` the method's objective
+(:mod:`irm_bench.methods`) on the step's per-environment statistics: the mean BCE
+with logits R^e, and what the method asks for in ``MethodSpec.needs`` — the IRMv1
+dummy-scale gradients (closed form, :func:`irm_bench.cmnist.model.env_metrics`) or
+Fishr's last-layer gradient variances (closed form,
+:func:`irm_bench.cmnist.model.packed_grad_variance`). λ_t = 1 before the anneal step
+and λ afterwards; when λ_t > 1, L_t is divided by λ_t (the code does this; the paper's
+text does not mention it). Methods without a penalty run with λ = 0: no penalty, no
+division. Adam, full batch. The reported metrics are those of the forward pass at
 the top of the last step, before its update, i.e. after ``steps - 1`` updates — the
 values the reference code appends to its final lists. That last update affects no
 reported number, so it is skipped.
@@ -21,15 +27,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-from irm_bench.cmnist.model import EnvMetrics, PackedEnvs, StackedMLP, env_metrics
+from irm_bench.cmnist.model import (
+    EnvMetrics,
+    PackedEnvs,
+    StackedMLP,
+    env_metrics,
+    packed_grad_variance,
+)
 from irm_bench.cmnist.presets import MethodHparams
+from irm_bench.methods import METHODS as REGISTRY
+from irm_bench.methods.contract import EnvStats, ObjectiveTerms
 
 METRICS = ("risk", "accuracy", "penalty")
 
@@ -41,9 +55,10 @@ class TrainResult:
     Attributes
     ----------
     final
-        ``{"<env>_<metric>": array (R,)}`` for env in env1, env2, test and metric in
-        risk, accuracy, penalty, from the forward pass at the top of the last step;
-        NaN for diverged restarts.
+        ``{"<env>_<metric>": array (R,)}`` for env in env1, env2, test, gray_test (the
+        test environment with the digit in both channels) and metric in risk, accuracy,
+        penalty (IRMv1's, logged for every method), from the forward pass at the top of
+        the last step; NaN for diverged restarts.
     diverged
         ``bool (R,)``.
     diverged_step
@@ -73,6 +88,39 @@ def _metric_block(m: EnvMetrics) -> torch.Tensor:
     return torch.stack([m.risk, m.accuracy, m.penalty], dim=-1).detach()
 
 
+def step_objective(
+    model: StackedMLP, train: PackedEnvs, hp: MethodHparams, step: int, state: Any = None
+) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms]:
+    """The loss ``(R,)`` of one step of method ``hp.method``, with its metrics and terms.
+
+    ``loss = risk_term + l2 · Σ‖θ‖² + λ_t · penalty`` (divided by λ_t when λ_t > 1),
+    from the objective of :data:`irm_bench.methods.METHODS` ``[hp.method]`` on the
+    statistics it needs; ``state`` is the method's state from the previous step
+    (``None`` at the first).
+    """
+    spec = REGISTRY[hp.method]
+    lam_t = hp.penalty_weight_at(step)
+    if "grad_variance" in spec.needs:
+        logits, features = model.logits_and_features(train.x)
+    else:
+        logits, features = model.logits(train.x), None
+    metrics = env_metrics(logits, train, with_grad="scale_grads" in spec.needs and lam_t > 0)
+    stats = EnvStats(
+        risks=metrics.risk,
+        scale_grads=metrics.scale_grad if "scale_grads" in spec.needs else None,
+        grad_variance=(
+            packed_grad_variance(logits, features, train) if features is not None else None
+        ),
+    )
+    terms = spec.objective(stats, hp.spec_hparams(), state)
+    loss = terms.risk_term + hp.l2_weight * model.squared_norm()
+    if lam_t > 0:
+        loss = loss + lam_t * terms.penalty
+    if lam_t > 1:
+        loss = loss / lam_t
+    return loss, metrics, terms
+
+
 def train_stacked(
     model: StackedMLP,
     train: PackedEnvs,
@@ -94,7 +142,8 @@ def train_stacked(
     test
         Packed test environment (forward passes only, at logged steps).
     hp
-        Hyper-parameters; ``hp.steps`` forward passes, ``hp.steps - 1`` updates.
+        Hyper-parameters; ``hp.method`` names the registered method, ``hp.steps``
+        forward passes, ``hp.steps - 1`` updates.
     log_every
         Record curves every this many steps (and at the last step).
     progress
@@ -111,7 +160,8 @@ def train_stacked(
     R = model.n_models
     active = torch.ones(R, dtype=torch.bool, device=model.w1.device)
     diverged_step = np.full(R, -1, dtype=np.int64)
-    env_names = (*train.env_names, *test.env_names)
+    env_names = (*train.env_names, *test.env_names, *(f"gray_{n}" for n in test.env_names))
+    state = None
     logged_steps: list[int] = []
     logged_values: list[torch.Tensor] = []  # (R, E_train + E_test, 3) per logged step
     last_block = None
@@ -121,13 +171,8 @@ def train_stacked(
     for step in bar:
         last = step == hp.steps - 1
         logged = last or step % log_every == 0
-        lam_t = hp.penalty_weight_at(step)
-        metrics = env_metrics(model.logits(train.x), train, with_grad=lam_t > 0)
-        loss = metrics.risk.mean(1) + hp.l2_weight * model.squared_norm()
-        if lam_t > 0:
-            loss = loss + lam_t * metrics.penalty.mean(1)
-        if lam_t > 1:
-            loss = loss / lam_t
+        loss, metrics, terms = step_objective(model, train, hp, step, state)
+        state = terms.state
         bad = active & ~(torch.isfinite(loss.detach()) & _finite_params(model))
         if bool(bad.any()):
             diverged_step[bad.cpu().numpy()] = step
@@ -135,7 +180,11 @@ def train_stacked(
         if logged:
             with torch.no_grad():
                 test_metrics = env_metrics(model.logits(test.x), test, with_grad=False)
-            block = torch.cat([_metric_block(metrics), _metric_block(test_metrics)], dim=1)
+                gray = model.logits(test.x, both_channels=True)
+                gray_metrics = env_metrics(gray, test, with_grad=False)
+            block = torch.cat(
+                [_metric_block(m) for m in (metrics, test_metrics, gray_metrics)], dim=1
+            )
             block[~active] = float("nan")
             logged_steps.append(step)
             logged_values.append(block.cpu())

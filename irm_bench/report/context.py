@@ -32,6 +32,7 @@ METRIC_LABELS = {
     "noncausal_error": "non-causal",
     "train_acc": "train %",
     "test_acc": "test %",
+    "gray_test_acc": "gray test %",
 }
 
 
@@ -147,6 +148,10 @@ def _examples_section(motivating: pd.DataFrame | None, minimal: MinimalTables | 
     return top
 
 
+#: Study cell of the scorecard's Colored MNIST rows, by protocol tag.
+_CMNIST_TABLES = {sc.CMNIST_TABLE2_PROTOCOL: "CMNIST (Fishr T2)"}
+
+
 def _scorecard_table(scores: list[sc.Score], study_notes: dict[str, str]) -> Table:
     """The scorecard; ``study_notes`` (study → text) is appended to that study's notes."""
     rows = []
@@ -159,7 +164,7 @@ def _scorecard_table(scores: list[sc.Score], study_notes: dict[str, str]) -> Tab
         pub = fmt(p.value) if p.spread is None else plus_minus(fmt(p.value), fmt(p.spread))
         ours = f.MISSING if o is None else plus_minus(fmt(o.mean), fmt(o.std))
         rows.append([
-            "SEM" if p.study == "sem" else "CMNIST",
+            "SEM" if p.study == "sem" else _CMNIST_TABLES.get(p.protocol, "CMNIST"),
             p.setup or f.MISSING,
             METHOD_LABELS.get(p.method, p.method),
             METRIC_LABELS[p.metric],
@@ -174,9 +179,11 @@ def _scorecard_table(scores: list[sc.Score], study_notes: dict[str, str]) -> Tab
     return Table(
         "scorecard",
         "One row per published number. Published: SEM from the reference code's committed "
-        "results (no spread given), Colored MNIST from the paper's Table 1 (mean ± std). "
+        "results (no spread given), Colored MNIST from the paper's Table 1 and the Fishr "
+        "paper's Table 2, IRM setup (CMNIST (Fishr T2); mean ± std). "
         "Ours: mean ± std over non-diverged draws / restarts (n). Metrics: mean causal and "
-        "non-causal coefficient error (SEM), train and test accuracy in % (Colored MNIST).",
+        "non-causal coefficient error (SEM), train, test and gray-test accuracy in % "
+        "(Colored MNIST).",
         ["study", "setup", "method", "metric", "published", "ours", "n", "difference",
          "tolerance", "reproduced", "note"],
         rows,
@@ -239,7 +246,8 @@ def build_context(
 
     study_notes = {}
     if tables.cmnist is not None and "preset" in tables.cmnist.runs.columns:
-        presets = sorted(set(tables.cmnist.runs["preset"].astype(str)) - {"paper"})
+        # paper and methods are the published protocols (IRM Table 1, Fishr Table 2)
+        presets = sorted(set(tables.cmnist.runs["preset"].astype(str)) - {"paper", "methods"})
         if presets:
             study_notes["cmnist"] = f"preset {', '.join(presets)}"
     scorecard = _scorecard_table(scores, study_notes) if scores else None
@@ -262,10 +270,11 @@ def build_context(
         devices = ", ".join(sorted(set(tables.cmnist.runs["device"].astype(str))))
         lams = ", ".join(f.lam(v) for v in sorted(set(tables.cmnist.lambda_sweep["lambda"])))
         restarts = ", ".join(map(str, sorted(set(tables.cmnist.accuracy["n_restarts"]))))
+        cm_methods = dict.fromkeys(tables.cmnist.accuracy["method"])
         summary.append(
             ("Colored MNIST (Section 5.2)",
              f"preset {c.get('preset')}; methods "
-             f"{', '.join(METHOD_LABELS.get(m, m) for m in c.get('methods', []))}; "
+             f"{', '.join(method_label(m) for m in cm_methods)}; "
              f"{restarts} restarts per method, base seed {c.get('seed')}; λ grid {{{lams}}}; "
              f"device(s) recorded: {devices}")
         )  # fmt: skip

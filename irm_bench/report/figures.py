@@ -22,9 +22,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from irm_bench.appendix.motivating import REGRESSIONS, closed_form
+from irm_bench.cmnist.pipeline import method_order
+from irm_bench.cmnist.presets import ORACLE, method_label
+from irm_bench.methods import METHODS
 from irm_bench.scorecard import PUBLISHED, SEM_PROTOCOL
 
-METHOD_LABELS = {"erm": "ERM", "icp": "ICP", "irmv1": "IRMv1", "grayscale": "Grayscale oracle"}
+#: Display names: each registered method's ``MethodSpec.label``, and the oracle's.
+METHOD_LABELS = {
+    **{name: spec.label for name, spec in METHODS.items()},
+    ORACLE: method_label(ORACLE),
+}
 METHOD_COLORS = {"erm": "#4c72b0", "icp": "#dd8452", "irmv1": "#55a868", "grayscale": "#8172b3"}
 #: Floor for zero errors on the log-scale axes of Figure 4.
 LOG_FLOOR = 1e-6
@@ -289,8 +296,7 @@ def plot_cmnist_curves(curves: pd.DataFrame, anneal_steps: dict[str, float]) -> 
         a dashed vertical line); methods without a penalty are absent.
     """
     metrics = sorted(set(curves["metric"]), key=_metric_key)
-    methods = [m for m in ("erm", "irmv1", "grayscale") if m in set(curves["method"])]
-    methods += sorted(set(curves["method"]) - set(methods))
+    methods = sorted(set(curves["method"]), key=lambda m: (method_order(m), m))
     envs = list(dict.fromkeys(curves["environment"]))
     palette = plt.get_cmap("tab10")
     with plt.rc_context(_STYLE):
@@ -325,7 +331,7 @@ def plot_cmnist_curves(curves: pd.DataFrame, anneal_steps: dict[str, float]) -> 
                 if metric == "penalty" and (sub["value"] > 0).any():
                     ax.set_yscale("log")
                 if r == 0:
-                    ax.set_title(METHOD_LABELS.get(method, method))
+                    ax.set_title(method_label(method))
                 if c == 0:
                     ax.set_ylabel(
                         "accuracy (%)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from irm_bench import scorecard as sc
+from irm_bench.cmnist.presets import method_label
 from irm_bench.report import figures
 from irm_bench.report import formatting as f
 from irm_bench.report.blocks import (
@@ -215,7 +216,7 @@ def _preset_note(runs: pd.DataFrame) -> str:
         return ""
     presets = sorted(set(runs["preset"].astype(str)))
     text = f" Preset: {', '.join(presets)}."
-    if presets != ["paper"]:
+    if set(presets) - {"paper", "methods"}:  # the two published protocols
         text += (
             " This is not the paper's preset (fewer restarts, and for smoke runs fewer steps "
             "and images); the scorecard still compares it with the paper, and says so."
@@ -223,10 +224,75 @@ def _preset_note(runs: pd.DataFrame) -> str:
     return text
 
 
+def _acc_cells(r: pd.Series, metric: str, p: sc.Published | None) -> list[str]:
+    """Ours (mean ± std in %), and the published value and our difference when ``p``."""
+    mean, std = (
+        100 * float(r.get(f"{metric}_mean", float("nan"))),
+        100 * float(r.get(f"{metric}_std", float("nan"))),
+    )
+    cells = [plus_minus(f.points(mean), f.points(std))]
+    if p is None:
+        return [*cells, f.MISSING, f.MISSING]
+    return [
+        *cells,
+        plus_minus(f.points(p.value), f.points(p.spread)),
+        f.points(mean - p.value, True),
+    ]
+
+
+def _cmnist_table2(sec: Section, acc: pd.DataFrame) -> None:
+    """The Fishr paper's Table 2 block: rows of its protocol tag, every method of the data."""
+    published = {
+        (p.method, p.metric): p
+        for p in sc.PUBLISHED
+        if p.study == "cmnist" and p.protocol == sc.CMNIST_TABLE2_PROTOCOL
+    }
+    rows = acc[acc["protocol"] == sc.CMNIST_TABLE2_PROTOCOL]
+    with_number = {m for m, _ in published}
+    missing = [method_label(m) for m in dict.fromkeys(rows["method"]) if m not in with_number]
+    sec.add(
+        Note(
+            'Fishr paper (Ramé, Dancette, Cord 2022, Section 6.A), Table 2, "IRM setup": '
+            "every method with IRMv1's hyper-parameters (hidden 390, l2 0.00110794568, lr "
+            "0.000489854, λ = 91257.19 after 190 anneal steps, loss divided by λ, 501 steps), "
+            "protocol tag "
+            f"{sc.CMNIST_TABLE2_PROTOCOL}. Gray test: the test environment with the digit in "
+            "both colour channels. Published values: mean ± std over 10 restarts."
+            + (
+                f" No published number exists in that table for: {', '.join(missing)}."
+                if missing
+                else ""
+            )
+        )
+    )
+    table_rows = []
+    for _, r in rows.iterrows():
+        cells = [method_label(r["method"]), f.lam(r["lambda"])]
+        cells += [f.integer(r["n_restarts"]), f.integer(r["n_diverged"])]
+        for metric in ("train_acc", "test_acc", "gray_test_acc"):
+            cells += _acc_cells(r, metric, published.get((r["method"], metric)))
+        table_rows.append(cells)
+    sec.add(
+        Table(
+            "cmnist-table2",
+            "Fishr paper's Table 2 (IRM setup) regenerated: accuracy (%) as mean ± std over "
+            "non-diverged restarts (ddof = 0), the published value and our difference.",
+            ["method", "λ", "restarts", "diverged", "train (ours)", "train (Fishr)",
+             "Δ train", "test (ours)", "test (Fishr)", "Δ test", "gray test (ours)",
+             "gray test (Fishr)", "Δ gray test"],
+            table_rows,
+        )
+    )  # fmt: skip
+
+
 def _cmnist_section(cm: CmnistTables) -> Section:
     acc = cm.accuracy
-    published = {(p.method, p.metric): p for p in sc.PUBLISHED if p.study == "cmnist"}
-    sec = Section("cmnist", "Colored MNIST (paper Section 5.2, Table 1)")
+    published = {
+        (p.method, p.metric): p
+        for p in sc.PUBLISHED
+        if p.study == "cmnist" and p.protocol == sc.CMNIST_PROTOCOL
+    }
+    sec = Section("cmnist", "Colored MNIST (paper Section 5.2, Table 1; Fishr paper Table 2)")
     n_div = int(acc["n_diverged"].sum())
     sec.add(
         Note(
@@ -240,37 +306,35 @@ def _cmnist_section(cm: CmnistTables) -> Section:
         )
     )
     rows = []
-    for _, r in acc.iterrows():
+    for _, r in acc[acc["protocol"] != sc.CMNIST_TABLE2_PROTOCOL].iterrows():
         comparable = r["protocol"] == sc.CMNIST_PROTOCOL
-        cells = [METHOD_LABELS.get(r["method"], r["method"]), r["protocol"], f.lam(r["lambda"])]
+        cells = [method_label(r["method"]), r["protocol"], f.lam(r["lambda"])]
         cells += [f.integer(r["n_restarts"]), f.integer(r["n_diverged"])]
         for metric in ("train_acc", "test_acc"):
-            mean, std = 100 * float(r[f"{metric}_mean"]), 100 * float(r[f"{metric}_std"])
-            cells.append(plus_minus(f.points(mean), f.points(std)))
-            p = published.get((r["method"], metric))
-            if p and comparable:
-                cells += [
-                    plus_minus(f.points(p.value), f.points(p.spread)),
-                    f.points(mean - p.value, True),
-                ]
-            else:
-                cells += [f.MISSING, f.MISSING]
+            p = published.get((r["method"], metric)) if comparable else None
+            cells += _acc_cells(r, metric, p)
+        cells += _acc_cells(r, "gray_test_acc", None)[:1]
         rows.append(cells)
     for name, (train, test) in sc.CMNIST_REFERENCE_ROWS.items():
         blank = [f.MISSING] * 5
         rows.append(
-            [name, *blank, f.points(train), f.MISSING, f.MISSING, f.points(test), f.MISSING]
-        )
+            [name, *blank, f.points(train), f.MISSING, f.MISSING, f.points(test), f.MISSING,
+             f.MISSING]
+        )  # fmt: skip
     sec.add(
         Table(
             "cmnist-table1",
             "Table 1 regenerated: accuracy (%) as mean ± std over non-diverged restarts "
-            "(ddof = 0), the paper's value (mean ± std over 10 restarts) and our difference.",
+            "(ddof = 0), the paper's value (mean ± std over 10 restarts) and our difference; "
+            "gray test (not in the paper): the test environment with the digit in both "
+            "colour channels.",
             ["method", "protocol", "λ", "restarts", "diverged", "train (ours)",
-             "train (paper)", "Δ train", "test (ours)", "test (paper)", "Δ test"],
+             "train (paper)", "Δ train", "test (ours)", "test (paper)", "Δ test",
+             "gray test (ours)"],
             rows,
         )
     )  # fmt: skip
+    _cmnist_table2(sec, acc)
     sweep = cm.lambda_sweep.sort_values("lambda")
     restarts = ", ".join(map(str, sorted(set(sweep["n_restarts"].astype(int)))))
     add_figure(
@@ -290,9 +354,10 @@ def _cmnist_section(cm: CmnistTables) -> Section:
         Table(
             "cmnist-lambda-sweep",
             "λ sweep: accuracy (%) as mean ± std over non-diverged restarts.",
-            ["λ", "restarts", "diverged", "train", "test"],
+            ["method", "λ", "restarts", "diverged", "train", "test"],
             [
-                [f.lam(r["lambda"]), f.integer(r["n_restarts"]), f.integer(r["n_diverged"]),
+                [method_label(r.get("method", "irmv1")), f.lam(r["lambda"]),
+                 f.integer(r["n_restarts"]), f.integer(r["n_diverged"]),
                  plus_minus(f.pct(r["train_acc_mean"]), f.pct(r["train_acc_std"])),
                  plus_minus(f.pct(r["test_acc_mean"]), f.pct(r["test_acc_std"]))]
                 for _, r in sweep.iterrows()
@@ -314,12 +379,12 @@ def _cmnist_section(cm: CmnistTables) -> Section:
             figures.to_svg(figures.plot_cmnist_curves(curves, anneal), "fcurves"),
             f"Training curves of the {study} runs: per-environment accuracy, risk and penalty "
             "against the step, mean over "
-            + ", ".join(f"{n} ({METHOD_LABELS.get(m, m)})" for m, n in n_curve.items())
+            + ", ".join(f"{n} ({method_label(m)})" for m, n in n_curve.items())
             + " restarts with ± one standard deviation shaded. "
             + (
                 "Dashed vertical line: the anneal step, after which the penalty weight is λ "
                 + "("
-                + ", ".join(f"{METHOD_LABELS.get(m, m)}: {s:g}" for m, s in anneal.items())
+                + ", ".join(f"{method_label(m)}: {s:g}" for m, s in anneal.items())
                 + ")."
                 if anneal
                 else "No anneal step is recorded in runs.csv."
@@ -334,7 +399,7 @@ def _cmnist_section(cm: CmnistTables) -> Section:
             "left out of every mean.",
             ["method", "study", "λ", "restart", "seed", "diverged at step"],
             [
-                [METHOD_LABELS.get(r["method"], r["method"]), r["study"], f.lam(r["lambda"]),
+                [method_label(r["method"]), r["study"], f.lam(r["lambda"]),
                  f.integer(r["restart"]), f.integer(r["seed"]), f.integer(r["diverged_step"])]
                 for _, r in div.iterrows()
             ],
