@@ -14,7 +14,13 @@ the fraction of the ceiling, the speed-up, each method's step time beside IRMv1'
 (target for V-REx and Fishr: within 1.2x), and the implied time of the full ``paper``
 preset against its structural bound (its matmul FLOPs at the ceiling).
 
-Usage: ``PYTHONPATH=. python benchmarks/cmnist_speed.py --mnist-source ../shared/data/mnist``
+It then times every method's step in fp32 and under the ``bf16`` precision option and
+projects the ``default`` and ``paper`` presets three ways: one job per IRMv1 λ (the
+trainer before the penalty-weight fork), the fork (the current fp32 trainer: the 190
+steps before the anneal trained once per restart) and the fork with bf16.
+
+Usage: ``PYTHONPATH=. python benchmarks/cmnist_speed.py`` (MNIST from ``data/mnist``, the
+product's cache, fetched if missing; ``--mnist-source DIR`` to use a local copy).
 """
 
 from __future__ import annotations
@@ -22,13 +28,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import tempfile
 import time
 
 import torch
 
 from irm_bench.cmnist.model import N_PIXELS, init_mlp, pack_envs
-from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams
+from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams, build_plan
 from irm_bench.cmnist.reference import ReferenceMLP, irmv1_penalty_autograd, reference_loss
 from irm_bench.cmnist.train import keep_freed_memory, step_objective
 from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
@@ -72,8 +77,8 @@ def our_step(model, train, hp: MethodHparams, step: int, state=None):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist-source", default="../shared/data/mnist")
-    parser.add_argument("--cache-dir", default=None, help="MNIST cache (default: a temp dir)")
+    parser.add_argument("--mnist-source", default=None, help="local folder of MNIST files")
+    parser.add_argument("--cache-dir", default="data/mnist", help="MNIST cache (the product's)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per variant")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--methods", nargs="+", default=["irmv1", "vrex", "fishr", "erm"])
@@ -83,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    cache = args.cache_dir or tempfile.mkdtemp(prefix="mnist-")
+    cache = args.cache_dir
     fetch_mnist(cache, local_source=args.mnist_source)
     envs = make_environments(load_mnist_train(cache), data_seed(0, 0))
     train = pack_envs([envs], TRAIN_ENVS)
@@ -182,6 +187,51 @@ def main() -> None:
                 f"= {ours_estimate / 60 / bound_min:.2f}x the bound (oracle not timed)"
             )
         print(line)
+
+    projections(train, args.repeats)
+
+
+def _time_step(model, train, hp: MethodHparams, repeats: int) -> float:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    times = []
+    for i in range(repeats + 1):  # first is warm-up
+        start = time.perf_counter()
+        our_step(model, train, hp, 1000)
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def projections(train, repeats: int) -> None:
+    """fp32 vs bf16 step per method, and the presets before / after the fork, per precision."""
+    step = {}
+    for method in ("erm", "irmv1", "vrex", "fishr", "grayscale"):
+        hp = dataclasses.replace(PRESETS["default"].hparams_for(method), penalty_anneal_steps=0)
+        for precision in ("fp32", "bf16"):
+            model = init_mlp([1], hp.hidden_dim, hp.grayscale, precision=precision)
+            step[method, precision] = _time_step(model, train, hp, repeats)
+        print(
+            f"{method:9s} h={hp.hidden_dim}: fp32 {1000 * step[method, 'fp32']:7.1f} ms/step, "
+            f"bf16 {1000 * step[method, 'bf16']:7.1f} ms/step "
+            f"({step[method, 'fp32'] / step[method, 'bf16']:.2f}x)"
+        )
+    for preset in ("default", "paper"):
+        plan = build_plan({"preset": preset})
+        cost = {"per-λ jobs, fp32": 0.0, "fork, fp32": 0.0, "fork, bf16": 0.0}
+        for job in plan.jobs.values():
+            hp, n_points = job.hparams, len(job.points)
+            shared = min(hp.penalty_anneal_steps, hp.steps) if n_points > 1 else 0
+            forked = job.restarts * (shared + n_points * (hp.steps - shared))
+            unforked = job.restarts * n_points * hp.steps
+            cost["per-λ jobs, fp32"] += unforked * step[job.method, "fp32"]
+            cost["fork, fp32"] += forked * step[job.method, "fp32"]
+            cost["fork, bf16"] += forked * step[job.method, "bf16"]
+        print(
+            f"preset {preset} ({', '.join(plan.jobs)}), training only: "
+            + "; ".join(f"{k} {v / 60:.1f} min" for k, v in cost.items())
+            + f" (fork saves {1 - cost['fork, fp32'] / cost['per-λ jobs, fp32']:.0%})"
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ def test_smoke_on_real_mnist_reproduces_recorded_numbers(mnist_source, tmp_path:
             np.testing.assert_allclose(now[col], before[col], rtol=1e-12)
         else:
             assert now[col].tolist() == before[col].tolist(), col
+    # atol 1e-5: float32 sums of 1/n weights round by up to ~4e-6 depending on the
+    # batch a model is stacked in (IRMv1's λ are one fork now); one example of the
+    # 10,000 test images changes an accuracy by 1e-4, so a real change still fails.
     for col in VALUES:
-        np.testing.assert_allclose(now[col], before[col], rtol=1e-5, atol=1e-7, err_msg=col)
+        np.testing.assert_allclose(now[col], before[col], rtol=1e-5, atol=1e-5, err_msg=col)
 
 
 def test_a_job_split_by_restart_gives_the_same_rows(mnist_source, tmp_path: Path):

@@ -177,21 +177,83 @@ def test_divergence_stops_one_restart_only():
     torch.testing.assert_close(model.w2[0], clean.w2[0], rtol=1e-5, atol=1e-6)
 
 
-def test_plan_names_lambdas_by_index_and_shares_the_paper_point():
+@pytest.mark.parametrize(("anneal", "steps"), [(3, 8), (0, 5), (9, 6)])
+def test_penalty_weight_fork_matches_each_lambda_trained_alone(anneal, steps):
+    """One trunk forked into λ ∈ {0, 1, 1e3} == three separate runs (float rounding).
+
+    Covers a fork inside the run, at step 0 (no anneal) and never (anneal after the last
+    step: all copies identical to the end).
+    """
+    per_restart = [_envs(3), _envs(4)]
+    train, test = pack_envs(per_restart, TRAIN_ENVS), pack_envs(per_restart, ("test",))
+    hp = _small("irmv1", steps=steps, penalty_anneal_steps=anneal)
+    weights = (0.0, 1.0, 1e3)
+    forked_model = init_mlp([5, 6], 16, False)
+    forked = train_stacked(forked_model, train, test, hp, log_every=2, penalty_weights=weights)
+    assert forked_model.n_models == 6 and forked.final["test_risk"].shape == (6,)
+    for k, lam in enumerate(weights):
+        alone_model = init_mlp([5, 6], 16, False)
+        alone = train_stacked(
+            alone_model, train, test, dataclasses.replace(hp, penalty_weight=lam), log_every=2
+        )
+        for r in range(2):
+            pos = k * 2 + r
+            torch.testing.assert_close(
+                forked_model.w2[pos], alone_model.w2[r], rtol=1e-5, atol=1e-6
+            )
+            for key in ("env1_risk", "env2_penalty", "test_accuracy", "gray_test_risk"):
+                assert forked.final[key][pos] == pytest.approx(alone.final[key][r], rel=1e-5)
+        curve = forked.curves[forked.curves["restart_pos"].isin([2 * k, 2 * k + 1])]
+        assert len(curve) == len(alone.curves)
+        np.testing.assert_allclose(curve["value"], alone.curves["value"], rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_option_autocasts_the_matmuls_only():
+    """bf16: logits within bfloat16 rounding of fp32's, float32 out, float32 gradients.
+
+    bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 2e-3 per value); three
+    layers of sums of ~400 products stay within a few 1e-2 of the logits' scale.
+    """
+    train = pack_envs([_envs(5, n=200)], TRAIN_ENVS)
+    fp32 = init_mlp([7], 32, False)
+    bf16 = init_mlp([7], 32, False, precision="bf16")
+    for p in bf16.parameters():
+        p.requires_grad_(True)
+    a, b = fp32.logits(train.x), bf16.logits(train.x)
+    assert b.dtype == torch.float32
+    assert not torch.equal(a, b)  # it did run in bfloat16
+    scale = a.abs().max()
+    assert (a - b).abs().max() <= 3e-2 * scale
+    b.sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in bf16.parameters())
+    with pytest.raises(ValueError, match="precision must be one of"):
+        dataclasses.replace(PAPER_HPARAMS["erm"], precision="fp16")
+    plan = build_plan({"preset": "default", "precision": "bf16"})
+    assert {j.hparams.precision for j in plan.jobs.values()} == {"bf16"}
+
+
+def test_plan_trains_every_lambda_in_one_fork_and_shares_the_paper_point():
     plan = build_plan({"preset": "paper"})
     assert plan.lambdas[:6] == (0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0)
     assert PAPER_LAMBDA in plan.lambdas and 1e5 in plan.lambdas and 1e6 in plan.lambdas
-    paper_job = [j for j in plan.jobs.values() if j.table1_restarts][1:]
-    shared = plan.jobs[f"irmv1-lam{plan.lambdas.index(PAPER_LAMBDA):02d}"]
-    assert shared.studies() == {"table1": 10, "sweep": 10}
-    # erm, grayscale, vrex, fishr and the 9 λ points of IRMv1
-    assert len(plan.jobs) == 4 + 9 and len(paper_job) == 4
+    irm = plan.jobs["irmv1"]
+    assert [p.penalty_weight for p in irm.points] == list(plan.lambdas)
+    assert [p.lambda_index for p in irm.points] == list(range(9))
+    assert irm.point(PAPER_LAMBDA).studies() == {"table1": 10, "sweep": 10}
+    assert irm.point(0.0).studies() == {"sweep": 10}
+    # erm, grayscale, vrex, fishr and IRMv1 (all 9 λ)
+    assert sorted(plan.jobs) == ["erm", "fishr", "grayscale", "irmv1", "vrex"]
+    assert {j.restarts for j in plan.jobs.values()} == {10}
+    # 190 shared steps + 9 × 311: the estimate grows with the forked steps only
+    one = dataclasses.replace(irm, points=irm.points[:1])
+    assert irm.cpu_minutes() > one.cpu_minutes()
     custom = build_plan(
         {"preset": "default", "lambda_grid": [0.5], "restarts": 3, "sweep_restarts": 2}
     )
     assert custom.lambdas == (0.5, PAPER_LAMBDA)
-    assert custom.jobs["irmv1-lam01"].studies() == {"table1": 3}
-    assert custom.jobs["irmv1-lam00"].studies() == {"sweep": 2}
+    assert custom.jobs["irmv1"].point(PAPER_LAMBDA).studies() == {"table1": 3}
+    assert custom.jobs["irmv1"].point(0.5).studies() == {"sweep": 2}
+    assert custom.jobs["irmv1"].restarts == 3
     short = build_plan({"preset": "default", "steps": 7})
     assert {j.hparams.steps for j in short.jobs.values()} == {7}
     with pytest.raises(KeyError, match="did you mean 'paper'"):
@@ -249,10 +311,9 @@ def test_hidden_width_padding_is_exact():
 
 def test_anneal_setting_moves_the_step_where_lambda_applies():
     plan = build_plan({"preset": "paper", "anneal_steps": 0})
-    irm_jobs = [j for j in plan.jobs.values() if j.method == "irmv1"]
-    assert {j.hparams.penalty_anneal_steps for j in irm_jobs} == {0}
-    paper = next(j for j in irm_jobs if j.hparams.penalty_weight == PAPER_LAMBDA)
-    assert paper.hparams.penalty_weight_at(0) == PAPER_LAMBDA
+    irm = plan.jobs["irmv1"]
+    assert irm.hparams.penalty_anneal_steps == 0
+    assert irm.hparams_at(irm.point(PAPER_LAMBDA)).penalty_weight_at(0) == PAPER_LAMBDA
     default = build_plan({"preset": "paper"})
     assert {
         j.hparams.penalty_anneal_steps for j in default.jobs.values() if j.method == "irmv1"

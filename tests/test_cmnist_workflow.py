@@ -71,4 +71,4 @@ def test_cmnist_branch_end_to_end(repo_root, mnist_source, tmp_path):
     assert {f["name"]: f["sha256"] for f in checks["files"]} == {
         name: spec.sha256 for name, spec in MNIST_FILES.items()
     }
-    assert Path(results / "benchmarks/cmnist_train_irmv1-lam01.tsv").exists()
+    assert Path(results / "benchmarks/cmnist_train_irmv1.tsv").exists()

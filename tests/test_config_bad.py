@@ -135,6 +135,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
         "sem.irmv1.penalty_estimator",
         "one of squared, split",
     ),
+    (
+        "unknown-precision",
+        {"cmnist": {"precision": "fp16"}},
+        "cmnist.precision",
+        "one of fp32, bf16",
+    ),
     ("unknown-device", {"device": "tpu"}, "device", "one of auto, cpu, cuda"),
     ("indexed-device", {"device": "cuda:1"}, "device", "one of auto, cpu, cuda"),
     # paths (relative to tmp_path, which holds the regular file a_file)

@@ -129,6 +129,10 @@ class StackedMLP:
         ``(R,)``.
     grayscale
         Whether the first layer sees the channel sum (oracle).
+    precision
+        ``fp32``, or ``bf16``: the three matmul layers run under bfloat16 autocast
+        (weights stay float32; their gradients are float32) and the logits and
+        features come back as float32, so losses, penalties and metrics are float32.
     """
 
     w1: torch.Tensor
@@ -138,6 +142,7 @@ class StackedMLP:
     w3: torch.Tensor
     b3: torch.Tensor
     grayscale: bool
+    precision: str = "fp32"
 
     def parameters(self) -> list[torch.Tensor]:
         """The six stacked parameter tensors."""
@@ -171,6 +176,13 @@ class StackedMLP:
         product is exactly ``d·(W1[:196] + W1[196:])`` (oracle: the channel sum 2d,
         i.e. ``d·2·W1``), whatever its colour.
         """
+        if self.precision == "bf16":
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                logits, h2 = self._forward(x, both_channels)
+            return logits.float(), h2.float()
+        return self._forward(x, both_channels)
+
+    def _forward(self, x: torch.Tensor, both_channels: bool) -> tuple[torch.Tensor, torch.Tensor]:
         R, _, P, _ = x.shape
         h = self.b1.shape[1]
         if self.grayscale or both_channels:  # both colour groups share one 196-row W1
@@ -196,7 +208,12 @@ def xavier_uniform(shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor
 
 
 def init_mlp(
-    seeds: Sequence[int], hidden_dim: int, grayscale: bool, *, pad_to: int = 16
+    seeds: Sequence[int],
+    hidden_dim: int,
+    grayscale: bool,
+    *,
+    pad_to: int = 16,
+    precision: str = "fp32",
 ) -> StackedMLP:
     """Initialise one MLP per seed (CPU generators, so any device gets the same weights).
 
@@ -206,7 +223,8 @@ def init_mlp(
     pre-activation, so ReLU gives 0 and passes no gradient, its outgoing weights are 0,
     the weight-decay gradient of a zero weight is 0, and Adam leaves a parameter with
     zero gradient and zero state where it is. Padded units stay 0 for ever and never
-    change a logit. ``pad_to=1`` stores the plain width.
+    change a logit. ``pad_to=1`` stores the plain width. ``precision``: see
+    :class:`StackedMLP`.
     """
     d_in = N_PIXELS if grayscale else 2 * N_PIXELS
     width = -(-hidden_dim // pad_to) * pad_to
@@ -227,6 +245,7 @@ def init_mlp(
         w3=w3,
         b3=torch.zeros(R),
         grayscale=grayscale,
+        precision=precision,
     )
 
 

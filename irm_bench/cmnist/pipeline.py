@@ -29,7 +29,7 @@ from irm_bench.seeds import derive_seed
 RUN_COLUMNS = [
     "protocol", "preset", "method", "study", "lambda", "lambda_index", "restart", "seed",
     "data_seed", "init_seed", "device", "steps", "anneal_steps", "hidden_dim", "l2_weight",
-    "lr", "n_train_per_env", "diverged", "diverged_step", "train_acc", "test_acc",
+    "lr", "precision", "n_train_per_env", "diverged", "diverged_step", "train_acc", "test_acc",
     "gray_test_acc", "train_risk", "test_risk", "gray_test_risk", "train_penalty",
     "test_penalty", "env1_acc", "env2_acc",
     "env1_risk", "env2_risk", "env1_penalty", "env2_penalty", "seconds_per_step",
@@ -125,78 +125,97 @@ def train_job(
         ]
         train = pack_envs(envs, TRAIN_ENVS).to(dev)
         test = pack_envs(envs, ("test",)).to(dev)
-        model = init_mlp(iseeds, hp.hidden_dim, hp.grayscale)
+        model = init_mlp(iseeds, hp.hidden_dim, hp.grayscale, precision=hp.precision)
         for name in ("w1", "b1", "w2", "b2", "w3", "b3"):
             setattr(model, name, getattr(model, name).to(dev))
         label = f"{job.name} restarts {chunk.start}-{chunk.stop - 1}"
+        weights = [pt.penalty_weight for pt in job.points]
         result = train_stacked(
-            model, train, test, hp, log_every=log_every, progress=progress, desc=label
+            model,
+            train,
+            test,
+            hp,
+            log_every=log_every,
+            progress=progress,
+            desc=label,
+            penalty_weights=weights if len(weights) > 1 else None,
         )
         n_train = len(envs[0]["env1"])
-        for pos, restart in enumerate(chunk):
-            f = {k: float(v[pos]) for k, v in result.final.items()}
-            base = {
-                "protocol": hp.protocol,
-                "preset": plan.preset.name,
-                "method": job.method,
-                "lambda": hp.penalty_weight,
-                "lambda_index": job.lambda_index,
-                "restart": restart,
-                "seed": plan.seed,
-                "data_seed": dseeds[pos],
-                "init_seed": iseeds[pos],
-                "device": dev.type,
-                "steps": hp.steps,
-                "anneal_steps": hp.penalty_anneal_steps,
-                "hidden_dim": hp.hidden_dim,
-                "l2_weight": hp.l2_weight,
-                "lr": hp.lr,
-                "n_train_per_env": n_train,
-                "diverged": bool(result.diverged[pos]),
-                "diverged_step": int(result.diverged_step[pos]) if result.diverged[pos] else None,
-                "train_acc": (f["env1_accuracy"] + f["env2_accuracy"]) / 2,
-                "test_acc": f["test_accuracy"],
-                "gray_test_acc": f["gray_test_accuracy"],
-                "train_risk": (f["env1_risk"] + f["env2_risk"]) / 2,
-                "test_risk": f["test_risk"],
-                "gray_test_risk": f["gray_test_risk"],
-                "train_penalty": (f["env1_penalty"] + f["env2_penalty"]) / 2,
-                "test_penalty": f["test_penalty"],
-                "env1_acc": f["env1_accuracy"],
-                "env2_acc": f["env2_accuracy"],
-                "env1_risk": f["env1_risk"],
-                "env2_risk": f["env2_risk"],
-                "env1_penalty": f["env1_penalty"],
-                "env2_penalty": f["env2_penalty"],
-                "seconds_per_step": result.seconds / hp.steps,
-                "torch_version": torch.__version__,
-                "git_commit": commit,
-            }
-            for study, n in job.studies().items():
-                if restart < n:
-                    run_rows.append({**base, "study": study})
-        curves = result.curves.assign(restart=np.asarray(chunk)[result.curves["restart_pos"]])
-        curve_frames.append(curves.drop(columns="restart_pos"))
+        R = len(chunk)
+        for ell, point in enumerate(job.points):
+            for pos, restart in enumerate(chunk):
+                k = ell * R + pos  # position in the (fork-major) stacked result
+                row = _run_row(result, k, job.hparams_at(point), point.lambda_index)
+                row.update(
+                    preset=plan.preset.name,
+                    method=job.method,
+                    restart=restart,
+                    seed=plan.seed,
+                    data_seed=dseeds[pos],
+                    init_seed=iseeds[pos],
+                    device=dev.type,
+                    n_train_per_env=n_train,
+                    git_commit=commit,
+                )
+                for study, n in point.studies().items():
+                    if restart < n:
+                        run_rows.append({**row, "study": study})
+            curves = result.curves[result.curves["restart_pos"] // R == ell]
+            curves = curves.assign(
+                restart=np.asarray(chunk)[curves["restart_pos"] % R],
+                protocol=hp.protocol,
+                method=job.method,
+                **{"lambda": point.penalty_weight},
+                lambda_index=point.lambda_index,
+                anneal_steps=hp.penalty_anneal_steps,
+            )
+            studies = pd.DataFrame(
+                [(st, r) for st, n in point.studies().items() for r in range(n)],
+                columns=["study", "restart"],
+            )
+            curve_frames.append(curves.merge(studies, on="restart")[CURVE_COLUMNS])
     runs = pd.DataFrame(run_rows, columns=RUN_COLUMNS)
     runs = runs.astype({"lambda_index": "Int64", "diverged_step": "Int64"})
-    curves = pd.concat(curve_frames, ignore_index=True)
-    studies = pd.DataFrame(
-        [(s, r) for s, n in job.studies().items() for r in range(n)], columns=["study", "restart"]
-    )
-    curves = (
-        curves.merge(studies, on="restart")
-        .assign(
-            protocol=hp.protocol,
-            method=job.method,
-            **{"lambda": hp.penalty_weight},
-            lambda_index=job.lambda_index,
-            anneal_steps=hp.penalty_anneal_steps,
-        )[CURVE_COLUMNS]
-        .astype({"lambda_index": "Int64"})
-    )
+    curves = pd.concat(curve_frames, ignore_index=True).astype({"lambda_index": "Int64"})
     write_csv(curves, curves_path)
     write_csv(runs, runs_path)
     return runs
+
+
+def _run_row(result: Any, k: int, hp: Any, lambda_index: int | None) -> dict[str, Any]:
+    """The metrics and hyper-parameter columns of ``runs.csv`` for stacked model ``k``."""
+    f = {key: float(v[k]) for key, v in result.final.items()}
+    diverged = bool(result.diverged[k])
+    return {
+        "protocol": hp.protocol,
+        "lambda": hp.penalty_weight,
+        "lambda_index": lambda_index,
+        "steps": hp.steps,
+        "anneal_steps": hp.penalty_anneal_steps,
+        "hidden_dim": hp.hidden_dim,
+        "l2_weight": hp.l2_weight,
+        "lr": hp.lr,
+        "precision": hp.precision,
+        "diverged": diverged,
+        "diverged_step": int(result.diverged_step[k]) if diverged else None,
+        "train_acc": (f["env1_accuracy"] + f["env2_accuracy"]) / 2,
+        "test_acc": f["test_accuracy"],
+        "gray_test_acc": f["gray_test_accuracy"],
+        "train_risk": (f["env1_risk"] + f["env2_risk"]) / 2,
+        "test_risk": f["test_risk"],
+        "gray_test_risk": f["gray_test_risk"],
+        "train_penalty": (f["env1_penalty"] + f["env2_penalty"]) / 2,
+        "test_penalty": f["test_penalty"],
+        "env1_acc": f["env1_accuracy"],
+        "env2_acc": f["env2_accuracy"],
+        "env1_risk": f["env1_risk"],
+        "env2_risk": f["env2_risk"],
+        "env1_penalty": f["env1_penalty"],
+        "env2_penalty": f["env2_penalty"],
+        # wall time of the job's stacked step (all its λ and restarts together)
+        "seconds_per_step": result.seconds / hp.steps,
+        "torch_version": torch.__version__,
+    }
 
 
 def train_job_from_config(
@@ -278,15 +297,17 @@ def _mean_std(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def summarise(runs_csv: str | Path, accuracy_out: str | Path, sweep_out: str | Path) -> None:
-    """Write the accuracy table (one row per protocol, method and λ) and the λ sweep.
+    """Write the accuracy table (one row per protocol, precision, method and λ) and the sweep.
 
     Means and standard deviations (ddof = 0, as the reference's ``np.std``) are over
     the restarts that did not diverge; ``n_restarts`` counts all restarts and
     ``n_diverged`` the diverged ones.
     """
     runs = pd.read_csv(runs_csv)
+    if "precision" not in runs:  # runs.csv from before the precision option
+        runs["precision"] = "fp32"
     table1 = runs[runs["study"] == "table1"]
-    acc = _mean_std(table1, ["protocol", "method", "lambda"])
+    acc = _mean_std(table1, ["protocol", "precision", "method", "lambda"])
     if len(acc):
         acc = acc.sort_values(
             ["protocol", "method"],
@@ -294,7 +315,8 @@ def summarise(runs_csv: str | Path, accuracy_out: str | Path, sweep_out: str | P
             kind="stable",
         ).reset_index(drop=True)
     sweep = _mean_std(
-        runs[runs["study"] == "sweep"], ["protocol", "method", "lambda", "lambda_index"]
+        runs[runs["study"] == "sweep"],
+        ["protocol", "precision", "method", "lambda", "lambda_index"],
     )
     if len(sweep):
         sweep["lambda_index"] = sweep["lambda_index"].astype(int)
@@ -307,6 +329,7 @@ def summarise(runs_csv: str | Path, accuracy_out: str | Path, sweep_out: str | P
         "n_diverged",
         *(f"{c}_{s}" for c in ACCURACIES for s in ("mean", "std")),
     ]
-    write_csv(acc.reindex(columns=["protocol", "method", "lambda", *stats]), accuracy_out)
-    sweep_columns = ["protocol", "method", "lambda", "lambda_index", *stats]
+    keys = ["protocol", "precision", "method", "lambda"]
+    write_csv(acc.reindex(columns=[*keys, *stats]), accuracy_out)
+    sweep_columns = [*keys, "lambda_index", *stats]
     write_csv(sweep.reindex(columns=sweep_columns), sweep_out)

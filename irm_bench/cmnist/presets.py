@@ -37,6 +37,8 @@ TABLE2_PROTOCOL = "fishr-table2-cmnist"
 PAPER_LAMBDA = 91257.18613115903
 #: The Colored MNIST baseline that is not a registry method: ERM on the channel sum.
 ORACLE = "grayscale"
+#: Matmul precisions of training: the protocol's float32, and bfloat16 autocast (option).
+PRECISIONS = ("fp32", "bf16")
 #: Study name of Colored MNIST in :data:`irm_bench.methods.contract.STUDIES`.
 STUDY = "cmnist"
 #: Display name and colour of the oracle (registry methods take theirs from MethodSpec).
@@ -90,6 +92,9 @@ class MethodHparams:
     protocol
         Tag of the published protocol these settings follow (:data:`PROTOCOL`,
         :data:`TABLE2_PROTOCOL`); results are compared only with rows of that tag.
+    precision
+        ``fp32`` (the protocol) or ``bf16``: bfloat16 autocast of the MLP's matmuls,
+        everything after the logits in float32 (:data:`PRECISIONS`).
     """
 
     hidden_dim: int
@@ -102,8 +107,11 @@ class MethodHparams:
     method: str = "erm"
     method_hparams: Any = None
     protocol: str = PROTOCOL
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("hidden_dim", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -268,47 +276,88 @@ def get_preset(name: str) -> Preset:
 
 
 @dataclasses.dataclass(frozen=True)
+class PenaltyPoint:
+    """One penalty weight λ trained by a job, and the restarts each study uses of it.
+
+    Attributes
+    ----------
+    penalty_weight
+        λ of these runs.
+    lambda_index
+        Index into :attr:`StudyPlan.lambdas` (IRMv1 only, else ``None``).
+    table1_restarts, sweep_restarts
+        How many of the job's restarts (the first ones) each study uses; 0 when this λ
+        is not part of that study.
+    """
+
+    penalty_weight: float
+    lambda_index: int | None
+    table1_restarts: int
+    sweep_restarts: int
+
+    def studies(self) -> dict[str, int]:
+        """Study name → restarts used, for the studies this λ belongs to."""
+        out = {"table1": self.table1_restarts, "sweep": self.sweep_restarts}
+        return {k: v for k, v in out.items() if v > 0}
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainJob:
-    """One training job of the DAG: one method (or one λ of IRMv1) × its restarts.
+    """One training job of the DAG: one method × its restarts, at one or more λ.
+
+    IRMv1's job trains every λ of :attr:`StudyPlan.lambdas` as a penalty-weight fork
+    (:func:`irm_bench.cmnist.train.train_stacked`): the steps before the anneal step,
+    where λ_t = 1 whatever λ, are trained once per restart and then continued under
+    each λ. Every other method has one point.
 
     Attributes
     ----------
     name
-        Wildcard value: the config method name (``erm``, ``vrex``, ``grayscale``, ...)
-        or ``irmv1-lamNN`` (NN indexes :attr:`StudyPlan.lambdas`, so no float is ever
-        formatted into a path).
+        Wildcard value: the config method name (``erm``, ``irmv1``, ``grayscale``, ...).
     method
         The config method name: a registry key or ``grayscale``.
     hparams
-        The run's hyper-parameters.
-    lambda_index
-        Index into :attr:`StudyPlan.lambdas` (IRMv1 only).
-    table1_restarts, sweep_restarts
-        How many of the job's restarts (the first ones) each study uses; 0 when the job
-        is not part of that study.
+        The run's hyper-parameters (``penalty_weight``: the first point's λ).
+    points
+        The λ values trained, in :attr:`StudyPlan.lambdas` order.
     """
 
     name: str
     method: str
     hparams: MethodHparams
-    lambda_index: int | None
-    table1_restarts: int
-    sweep_restarts: int
+    points: tuple[PenaltyPoint, ...]
 
     @property
     def restarts(self) -> int:
-        """Restarts trained by the job (the most either study needs)."""
-        return max(self.table1_restarts, self.sweep_restarts)
+        """Restarts trained by the job (the most any λ and study needs); every λ of a
+        fork trains them all, the rows keep the first ``table1_restarts`` /
+        ``sweep_restarts`` of each."""
+        return max(max(p.table1_restarts, p.sweep_restarts) for p in self.points)
+
+    def hparams_at(self, point: PenaltyPoint) -> MethodHparams:
+        """The hyper-parameters of the runs at ``point``'s λ."""
+        return dataclasses.replace(self.hparams, penalty_weight=point.penalty_weight)
+
+    def point(self, penalty_weight: float) -> PenaltyPoint:
+        """The point of λ ``penalty_weight`` (``KeyError`` if the job has none)."""
+        for p in self.points:
+            if p.penalty_weight == penalty_weight:
+                return p
+        raise KeyError(f"job {self.name!r} trains no λ = {penalty_weight!r}")
 
     def cpu_minutes(self) -> int:
         """Generous runtime estimate on 2 CPU cores (scheduler ``runtime``), in minutes."""
-        per_step_s = 6e-11 * 50_000 * self.hparams.hidden_dim * (196 + self.hparams.hidden_dim)
-        return 5 + math.ceil(self.restarts * self.hparams.steps * per_step_s / 60)
+        hp = self.hparams
+        per_step_s = 6e-11 * 50_000 * hp.hidden_dim * (196 + hp.hidden_dim)
+        shared = min(hp.penalty_anneal_steps, hp.steps) if len(self.points) > 1 else 0
+        model_steps = shared + len(self.points) * (hp.steps - shared)
+        return 5 + math.ceil(self.restarts * model_steps * per_step_s / 60)
 
-    def studies(self) -> dict[str, int]:
-        """Study name → restarts used, for the studies this job belongs to."""
-        out = {"table1": self.table1_restarts, "sweep": self.sweep_restarts}
-        return {k: v for k, v in out.items() if v > 0}
+    def mem_mb(self) -> int:
+        """Memory estimate: activations and data of every stacked model, in MB."""
+        width = -(-self.hparams.hidden_dim // 16) * 16
+        per_model = 50_000 * (6 * width + 2 * 196) * 4 / 2**20
+        return 2000 + math.ceil(len(self.points) * per_model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,10 +413,11 @@ def method_problems(cmnist: Mapping[str, Any]) -> list[str]:
 def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
     """Turn the validated ``cmnist`` config section into the list of training jobs.
 
-    The λ table is the sorted union of the sweep grid and Table 1's IRMv1 λ; a point in
-    both studies is one job (its first ``restarts`` restarts serve Table 1, its first
-    ``sweep_restarts`` the sweep), which is exact because every restart's data and
-    initialisation depend only on (base seed, restart, method), not on the study.
+    The λ table is the sorted union of the sweep grid and Table 1's IRMv1 λ, all trained
+    by the one ``irmv1`` job (a penalty-weight fork); a point in both studies is trained
+    once (its first ``restarts`` restarts serve Table 1, its first ``sweep_restarts``
+    the sweep), which is exact because every restart's data and initialisation depend
+    only on (base seed, restart, method), not on the study or λ.
 
     Raises ``ValueError`` naming the key for a method Colored MNIST cannot run.
     """
@@ -388,6 +438,8 @@ def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
             changes["method_hparams"] = spec.build_hparams(cmnist.get(m), f"cmnist.{m}")
         if cmnist.get("steps") is not None:
             changes["steps"] = int(cmnist["steps"])
+        if cmnist.get("precision", "fp32") != "fp32":
+            changes["precision"] = cmnist["precision"]
         if cmnist.get("anneal_steps") is not None and spec.penalised:
             changes["penalty_anneal_steps"] = int(cmnist["anneal_steps"])
         hparams[m] = dataclasses.replace(h, **changes)
@@ -399,17 +451,20 @@ def build_plan(cmnist: Mapping[str, Any]) -> StudyPlan:
     jobs: dict[str, TrainJob] = {}
     for method in methods:
         if method != "irmv1":
-            jobs[method] = TrainJob(method, method, hparams[method], None, restarts, 0)
-    for index, lam in enumerate(lambdas):
-        name = f"irmv1-{lambda_name(index)}"
-        in_table1 = "irmv1" in methods and lam == irm.penalty_weight
-        jobs[name] = TrainJob(
-            name,
-            "irmv1",
-            dataclasses.replace(irm, penalty_weight=lam),
+            point = PenaltyPoint(hparams[method].penalty_weight, None, restarts, 0)
+            jobs[method] = TrainJob(method, method, hparams[method], (point,))
+    points = tuple(
+        PenaltyPoint(
+            lam,
             index,
-            restarts if in_table1 else 0,
+            restarts if "irmv1" in methods and lam == irm.penalty_weight else 0,
             sweep_restarts if lam in grid else 0,
+        )
+        for index, lam in enumerate(lambdas)
+    )
+    if points:
+        jobs["irmv1"] = TrainJob(
+            "irmv1", "irmv1", dataclasses.replace(irm, penalty_weight=lambdas[0]), points
         )
     max_train = cmnist.get("max_train_per_env")
     return StudyPlan(

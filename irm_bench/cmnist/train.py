@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -88,23 +89,50 @@ def _metric_block(m: EnvMetrics) -> torch.Tensor:
     return torch.stack([m.risk, m.accuracy, m.penalty], dim=-1).detach()
 
 
+def penalty_weights_at(hp: MethodHparams, weights: torch.Tensor, step: int) -> torch.Tensor:
+    """λ_t per model ``(R,)``: 1 before ``hp``'s anneal step, ``weights`` from it on."""
+    return weights if step >= hp.penalty_anneal_steps else torch.ones_like(weights)
+
+
 def step_objective(
-    model: StackedMLP, train: PackedEnvs, hp: MethodHparams, step: int, state: Any = None
+    model: StackedMLP,
+    train: PackedEnvs,
+    hp: MethodHparams,
+    step: int,
+    state: Any = None,
+    penalty_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms]:
     """The loss ``(R,)`` of one step of method ``hp.method``, with its metrics and terms.
 
     ``loss = risk_term + l2 · Σ‖θ‖² + λ_t · penalty`` (divided by λ_t when λ_t > 1),
     from the objective of :data:`irm_bench.methods.METHODS` ``[hp.method]`` on the
     statistics it needs; ``state`` is the method's state from the previous step
-    (``None`` at the first).
+    (``None`` at the first). ``penalty_weights`` ``(R,)``: one λ per stacked model
+    in place of ``hp.penalty_weight`` (a penalty-weight fork, see :func:`train_stacked`);
+    each model's loss is then the one it would have with its λ alone, term by term.
     """
-    spec = REGISTRY[hp.method]
+    if penalty_weights is not None:
+        return _step_objective_per_model(model, train, hp, step, state, penalty_weights)
     lam_t = hp.penalty_weight_at(step)
+    metrics, terms = _method_terms(model, train, hp, state, penalty_on=lam_t > 0)
+    loss = terms.risk_term + hp.l2_weight * model.squared_norm()
+    if lam_t > 0:
+        loss = loss + lam_t * terms.penalty
+    if lam_t > 1:
+        loss = loss / lam_t
+    return loss, metrics, terms
+
+
+def _method_terms(
+    model: StackedMLP, train: PackedEnvs, hp: MethodHparams, state: Any, *, penalty_on: bool
+) -> tuple[EnvMetrics, ObjectiveTerms]:
+    """Forward pass, the statistics ``hp.method`` needs, and its objective's terms."""
+    spec = REGISTRY[hp.method]
     if "grad_variance" in spec.needs:
         logits, features = model.logits_and_features(train.x)
     else:
         logits, features = model.logits(train.x), None
-    metrics = env_metrics(logits, train, with_grad="scale_grads" in spec.needs and lam_t > 0)
+    metrics = env_metrics(logits, train, with_grad="scale_grads" in spec.needs and penalty_on)
     stats = EnvStats(
         risks=metrics.risk,
         scale_grads=metrics.scale_grad if "scale_grads" in spec.needs else None,
@@ -112,13 +140,64 @@ def step_objective(
             packed_grad_variance(logits, features, train) if features is not None else None
         ),
     )
-    terms = spec.objective(stats, hp.spec_hparams(), state)
+    return metrics, spec.objective(stats, hp.spec_hparams(), state)
+
+
+def _step_objective_per_model(
+    model: StackedMLP,
+    train: PackedEnvs,
+    hp: MethodHparams,
+    step: int,
+    state: Any,
+    penalty_weights: torch.Tensor,
+) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms]:
+    lam_t = penalty_weights_at(hp, penalty_weights, step)
+    metrics, terms = _method_terms(model, train, hp, state, penalty_on=bool((lam_t > 0).any()))
     loss = terms.risk_term + hp.l2_weight * model.squared_norm()
-    if lam_t > 0:
-        loss = loss + lam_t * terms.penalty
-    if lam_t > 1:
-        loss = loss / lam_t
-    return loss, metrics, terms
+    # λ_t = 0 adds an exact 0 (where, not 0 · penalty, which is NaN for an infinite
+    # penalty); dividing by max(λ_t, 1) divides only where λ_t > 1, as the scalar path.
+    loss = loss + torch.where(lam_t > 0, lam_t * terms.penalty, torch.zeros_like(loss))
+    return loss / lam_t.clamp(min=1.0), metrics, terms
+
+
+def _tile(t: torch.Tensor, copies: int) -> torch.Tensor:
+    """``copies`` copies of ``t`` along its leading axis (copy-major)."""
+    return t.repeat(copies, *([1] * (t.dim() - 1)))
+
+
+def _fork(
+    model: StackedMLP,
+    optimizer: torch.optim.Adam,
+    copies: int,
+    lr: float,
+) -> torch.optim.Adam:
+    """Replace the R models by ``copies`` copies of each, Adam state included.
+
+    The copies are laid out copy-major (position ``l · R + r`` is copy l of model r), so
+    every copy continues exactly as its original would.
+    """
+    old = model.parameters()
+    for name in ("w1", "b1", "w2", "b2", "w3", "b3"):
+        setattr(model, name, _tile(getattr(model, name).detach(), copies).requires_grad_(True))
+    new = model.parameters()
+    forked = torch.optim.Adam(new, lr=lr)
+    for p_old, p_new in zip(old, new, strict=True):
+        state = optimizer.state.get(p_old)
+        if state:  # Adam's step counter is a 0-d tensor shared by all models
+            forked.state[p_new] = {
+                k: _tile(v, copies) if v.dim() else v.clone() for k, v in state.items()
+            }
+    return forked
+
+
+def _tile_envs(packed: PackedEnvs, copies: int) -> PackedEnvs:
+    return dataclasses.replace(
+        packed,
+        x=_tile(packed.x, copies),
+        labels=_tile(packed.labels, copies),
+        weights=_tile(packed.weights, copies),
+        sizes=packed.sizes * copies,
+    )
 
 
 def train_stacked(
@@ -130,6 +209,7 @@ def train_stacked(
     log_every: int,
     progress: TextIO | None = None,
     desc: str = "train",
+    penalty_weights: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train the R stacked models in place with full-batch Adam.
 
@@ -150,9 +230,25 @@ def train_stacked(
         Stream for a tqdm progress bar (e.g. the rule's log); ``None``: no bar.
     desc
         Label of the progress bar.
+    penalty_weights
+        L > 1 penalty weights λ_1..λ_L to train from each of the R models (a *penalty-
+        weight fork*; ``None``: ``hp.penalty_weight`` alone). Before the anneal step
+        λ_t = 1 whatever λ, so the L runs of a restart are the same run up to there:
+        it is trained once, then each model, its Adam state and its data are copied L
+        times (position ``l · R + r``: λ_l of model r) and every copy continues with its
+        own λ. An exact reduction of the work (``anneal`` of the ``steps`` steps once
+        instead of L times): each copy's numbers are those of training it alone, to
+        float rounding. ``model`` then holds the L · R models and every array of the
+        result is ``(L · R,)`` in that order.
     """
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
+    weights = None if penalty_weights is None else tuple(float(w) for w in penalty_weights)
+    fork_step = None
+    if weights is not None and len(weights) > 1:
+        fork_step = min(hp.penalty_anneal_steps, hp.steps - 1)
+    elif weights is not None:
+        hp = dataclasses.replace(hp, penalty_weight=weights[0])
     params = model.parameters()
     for p in params:
         p.requires_grad_(True)
@@ -162,6 +258,7 @@ def train_stacked(
     diverged_step = np.full(R, -1, dtype=np.int64)
     env_names = (*train.env_names, *test.env_names, *(f"gray_{n}" for n in test.env_names))
     state = None
+    lam = None  # per-model λ once forked
     logged_steps: list[int] = []
     logged_values: list[torch.Tensor] = []  # (R, E_train + E_test, 3) per logged step
     last_block = None
@@ -169,9 +266,19 @@ def train_stacked(
     steps = range(hp.steps)
     bar = tqdm(steps, desc=desc, file=progress, mininterval=10.0, disable=progress is None)
     for step in bar:
+        if step == fork_step:
+            L = len(weights)
+            optimizer = _fork(model, optimizer, L, hp.lr)
+            params = model.parameters()
+            train, test = _tile_envs(train, L), _tile_envs(test, L)
+            active, diverged_step = _tile(active, L), np.tile(diverged_step, L)
+            logged_values = [_tile(v, L) for v in logged_values]
+            lam = torch.tensor(weights, device=model.w1.device).repeat_interleave(R)
+            state = _tile_state(state, L)
+            R *= L
         last = step == hp.steps - 1
         logged = last or step % log_every == 0
-        loss, metrics, terms = step_objective(model, train, hp, step, state)
+        loss, metrics, terms = step_objective(model, train, hp, step, state, lam)
         state = terms.state
         bad = active & ~(torch.isfinite(loss.detach()) & _finite_params(model))
         if bool(bad.any()):
@@ -202,7 +309,14 @@ def train_stacked(
                 p[~active] = 0.0
     bar.close()
     seconds = time.perf_counter() - start
-    for p in params:
+    if fork_step is not None and lam is None:
+        # every restart diverged before the fork: report each λ's copy as diverged
+        L = len(weights)
+        _fork(model, optimizer, L, hp.lr)
+        diverged_step = np.tile(diverged_step, L)
+        logged_values = [_tile(v, L) for v in logged_values]
+        R *= L
+    for p in model.parameters():
         p.requires_grad_(False)
     diverged = diverged_step >= 0
     if last_block is None or logged_steps[-1] != hp.steps - 1:
@@ -217,6 +331,15 @@ def train_stacked(
         values[diverged] = np.nan
     curves = _curves_frame(logged_steps, logged_values, env_names)
     return TrainResult(final, diverged, diverged_step, curves, seconds)
+
+
+def _tile_state(state: Any, copies: int) -> Any:
+    """A method's state for the forked models: tensors with a leading model axis tiled."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return _tile(state, copies) if state.dim() else state
+    raise TypeError(f"cannot fork a method state of type {type(state).__name__}")
 
 
 def _curves_frame(

@@ -248,8 +248,12 @@ def build_context(
     if tables.cmnist is not None and "preset" in tables.cmnist.runs.columns:
         # paper and methods are the published protocols (IRM Table 1, Fishr Table 2)
         presets = sorted(set(tables.cmnist.runs["preset"].astype(str)) - {"paper", "methods"})
-        if presets:
-            study_notes["cmnist"] = f"preset {', '.join(presets)}"
+        runs = tables.cmnist.runs
+        reduced = set(runs["precision"].astype(str)) - {"fp32"} if "precision" in runs else set()
+        notes = [f"preset {', '.join(presets)}"] if presets else []
+        notes += [f"{p} precision option" for p in sorted(reduced)]
+        if notes:
+            study_notes["cmnist"] = "; ".join(notes)
     scorecard = _scorecard_table(scores, study_notes) if scores else None
     if scorecard is not None:
         scorecard.number = counts["table"] + 1
@@ -268,6 +272,9 @@ def build_context(
     if tables.cmnist is not None:
         c = cfg.get("cmnist", {})
         devices = ", ".join(sorted(set(tables.cmnist.runs["device"].astype(str))))
+        runs = tables.cmnist.runs
+        precisions = sorted(set(runs["precision"].astype(str))) if "precision" in runs else []
+        devices += f"; precision: {', '.join(precisions or ['fp32'])}"
         lams = ", ".join(f.lam(v) for v in sorted(set(tables.cmnist.lambda_sweep["lambda"])))
         restarts = ", ".join(map(str, sorted(set(tables.cmnist.accuracy["n_restarts"]))))
         cm_methods = dict.fromkeys(tables.cmnist.accuracy["method"])

@@ -221,7 +221,21 @@ def _preset_note(runs: pd.DataFrame) -> str:
             " This is not the paper's preset (fewer restarts, and for smoke runs fewer steps "
             "and images); the scorecard still compares it with the paper, and says so."
         )
+    precisions = sorted(set(runs["precision"].astype(str))) if "precision" in runs else []
+    if set(precisions) - {"fp32"}:
+        text += (
+            f" Precision: {', '.join(precisions)}. bf16 rows train the MLP's matmuls under "
+            "bfloat16 autocast (an option, not the protocol's float32); their method names "
+            "carry '(bf16)'."
+        )
     return text
+
+
+def _cm_label(r: pd.Series) -> str:
+    """Method name of a Colored MNIST table row, with its precision when not fp32."""
+    precision = str(r.get("precision", "fp32"))
+    suffix = "" if precision in ("fp32", "nan") else f" ({precision})"
+    return method_label(r["method"]) + suffix
 
 
 def _acc_cells(r: pd.Series, metric: str, p: sc.Published | None) -> list[str]:
@@ -267,7 +281,7 @@ def _cmnist_table2(sec: Section, acc: pd.DataFrame) -> None:
     )
     table_rows = []
     for _, r in rows.iterrows():
-        cells = [method_label(r["method"]), f.lam(r["lambda"])]
+        cells = [_cm_label(r), f.lam(r["lambda"])]
         cells += [f.integer(r["n_restarts"]), f.integer(r["n_diverged"])]
         for metric in ("train_acc", "test_acc", "gray_test_acc"):
             cells += _acc_cells(r, metric, published.get((r["method"], metric)))
@@ -308,7 +322,7 @@ def _cmnist_section(cm: CmnistTables) -> Section:
     rows = []
     for _, r in acc[acc["protocol"] != sc.CMNIST_TABLE2_PROTOCOL].iterrows():
         comparable = r["protocol"] == sc.CMNIST_PROTOCOL
-        cells = [method_label(r["method"]), r["protocol"], f.lam(r["lambda"])]
+        cells = [_cm_label(r), r["protocol"], f.lam(r["lambda"])]
         cells += [f.integer(r["n_restarts"]), f.integer(r["n_diverged"])]
         for metric in ("train_acc", "test_acc"):
             p = published.get((r["method"], metric)) if comparable else None

@@ -1,5 +1,6 @@
 # Rules of the Colored MNIST part (IRM paper, Section 5.2, Table 1 and a λ sweep):
-# fetch MNIST -> one training job per method / λ grid point -> tidy tables -> figures.
+# fetch MNIST -> one training job per method (IRMv1: all its λ in one job) -> tidy tables
+# -> figures.
 
 import re
 from pathlib import Path
@@ -69,12 +70,13 @@ rule cmnist_train:
         job="|".join(re.escape(j) for j in CMNIST_JOBS) or "no-cmnist-job",
     conda:
         "../envs/irm-bench.yaml"
-    # A training job uses every core it gets (torch intra-op threads, capped at the
-    # machine's); Snakemake scales this down to --cores on a smaller machine.
-    threads: 8
+    # A training job takes every core of the run (--cores N; torch intra-op threads,
+    # capped at the machine's): its batched matmuls scale with threads, and the jobs
+    # then run one after another instead of competing for the cores.
+    threads: workflow.cores
     resources:
         runtime=lambda wc: CMNIST_PLAN.jobs[wc.job].cpu_minutes(),
-        mem_mb=4000,
+        mem_mb=lambda wc: CMNIST_PLAN.jobs[wc.job].mem_mb(),
         gpu=TRAIN_GPUS,
     params:
         cmnist=CMNIST,

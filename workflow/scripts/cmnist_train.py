@@ -1,4 +1,4 @@
-"""Train one Colored MNIST job: a method or one λ of IRMv1, all restarts (rule cmnist_train)."""
+"""Train one Colored MNIST job: a method (IRMv1: every λ), all restarts (rule cmnist_train)."""
 
 import contextlib
 
