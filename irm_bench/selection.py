@@ -34,7 +34,7 @@ any restart (a diverged model) is never chosen. A rule never mixes protocols:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,3 +280,39 @@ def holdout_split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np
     k = min(max(round(n * fraction), 1), n - 1)
     perm = rng.permutation(n)
     return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def rule_problems(
+    rules: Sequence[str],
+    key: str,
+    n_training_envs: int,
+    available: Sequence[str],
+    unavailable_why: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One-line problems of a study's ``<study>.selection.rules`` list, before training.
+
+    An unknown rule (did-you-mean, the known ones listed); ``leave_one_out`` with fewer
+    than two training environments; a registered rule the study does not run
+    (``unavailable_why`` says why). Each line names the config key (``key[i]``) and says
+    what was expected and what was found.
+    """
+    problems = []
+    for i, name in enumerate(rules):
+        where = f"config key '{key}[{i}]'"
+        try:
+            get_rule(name)
+        except KeyError as err:
+            problems.append(f"{where}: expected a selection rule, found {name!r} ({err.args[0]})")
+            continue
+        if name == "leave_one_out" and n_training_envs < 2:
+            problems.append(
+                f"{where}: expected >= 2 training environments for leave_one_out, found "
+                f"{n_training_envs}"
+            )
+        elif name not in available:
+            why = (unavailable_why or {}).get(name, "")
+            problems.append(
+                f"{where}: expected one of the rules this study runs ({', '.join(available)}), "
+                f"found {name!r}{' (' + why + ')' if why else ''}"
+            )
+    return problems

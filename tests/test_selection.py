@@ -146,3 +146,18 @@ def test_per_restart_selection_chooses_in_each_restart():
     assert row["n_restarts"] == 2 and row["n_unselected"] == 1
     assert row["validation_score"] == pytest.approx((0.9 + 0.99) / 2)
     assert row["test_mean"] == pytest.approx(0.3) and row["test_std"] == pytest.approx(0.3)
+
+
+def test_rule_problems_name_the_key_before_training():
+    from irm_bench.selection import rule_problems
+
+    (line,) = rule_problems(["leave_one_out"], "x.selection.rules", 1, ("leave_one_out",))
+    assert line == (
+        "config key 'x.selection.rules[0]': expected >= 2 training environments for "
+        "leave_one_out, found 1"
+    )
+    assert rule_problems(["leave_one_out"], "k", 2, ("leave_one_out",)) == []
+    (line,) = rule_problems(["test_domain", "lastenv"], "k", 3, ("test_domain",))
+    assert line.startswith("config key 'k[1]': expected a selection rule, found 'lastenv'")
+    (line,) = rule_problems(["training_domain"], "k", 3, ("test_domain",), {})
+    assert "expected one of the rules this study runs (test_domain)" in line
