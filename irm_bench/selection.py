@@ -175,7 +175,10 @@ def _counts(settings: list) -> str:
 
 
 def select(
-    records: pd.DataFrame, rule: str | SelectionRule, per_restart: bool = False
+    records: pd.DataFrame,
+    rule: str | SelectionRule,
+    per_restart: bool = False,
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """Apply ``rule`` to each method of a sweep-record table.
 
@@ -188,16 +191,19 @@ def select(
     per_restart
         Choose a setting per restart (DomainBed; the IRM paper's per-draw SEM rule)
         instead of one setting per method from the score averaged over restarts.
+    skip_missing
+        Leave out a method without the rule's validation records instead of raising
+        (a table from a protocol that lacks the rule's data).
 
     Returns
     -------
     pandas.DataFrame
         One row per method: ``protocol, rule, method, setting, selected_counts,
         validation_score, n_restarts, n_unselected, test_mean, test_std`` (std with
-        ``ddof=0``). ``setting`` is the chosen setting (per restart: the most often
-        chosen one, first on ties), ``selected_counts`` how often each was chosen
-        (``b:2``), ``n_unselected`` the restarts with no usable setting (every one
-        diverged), left out of the mean.
+        ``ddof=0``); no rows when every method was skipped. ``setting`` is the chosen
+        setting (per restart: the most often chosen one, first on ties),
+        ``selected_counts`` how often each was chosen (``b:2``), ``n_unselected`` the
+        restarts with no usable setting (every one diverged), left out of the mean.
 
     Raises
     ------
@@ -217,6 +223,8 @@ def select(
     for method, rows in records.groupby("method", sort=False):
         val = rule.validation(rows)
         if val.empty:
+            if skip_missing:
+                continue
             raise ValueError(f"rule {rule.name!r}: no validation records for method {method!r}")
         chosen = rows[rows["role"] == "test"]
         chosen = chosen[(chosen["left_out"] != "") == rule.reports_left_out]

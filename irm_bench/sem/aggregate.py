@@ -293,7 +293,9 @@ def selection_table(
             trained, validated, tested = _protocol_description(protocol, rule)
             for metric in ERROR_COLUMNS:
                 recs = part[(part["role"] != "test") | (part["environment"] == metric)]
-                for row in select(recs, rule, per_restart=True).to_dict("records"):
+                for row in select(recs, rule, per_restart=True, skip_missing=True).to_dict(
+                    "records"
+                ):
                     rows.append(
                         {
                             "study": "sem",

@@ -100,7 +100,7 @@ def selection_table(runs: pd.DataFrame, rules: Sequence[str]) -> pd.DataFrame:
     rows = []
     for (protocol, task), part in records.groupby(["protocol", "task"], sort=False):
         for rule in rules:
-            for row in select(part, rule).to_dict("records"):
+            for row in select(part, rule, skip_missing=True).to_dict("records"):
                 rows.append(
                     {
                         "study": "unit_tests",
