@@ -90,3 +90,26 @@ def test_section_prints_the_table_and_marks_missing_rules(table):
 def test_empty_table_gives_a_note():
     sec = selection_section("unit_tests", pd.DataFrame(columns=["protocol"]), "")
     assert [b.kind for b in sec.blocks] == ["note"]
+
+
+def test_full_report_renders_the_selection_subsection(table, tmp_path):
+    from test_report import FIXTURES as RUN
+    from test_report import NOW, REPO, fixture_config, table_paths
+
+    from irm_bench.report import build_report
+
+    path = tmp_path / "sem_selection.csv"
+    table.to_csv(path, index=False)
+    build_report(
+        tables={**table_paths(), "sem_selection": path},
+        config=fixture_config(),
+        repo=REPO,
+        benchmark_dir=RUN / "benchmarks",
+        html_path=tmp_path / "report.html",
+        pdf_path=None,
+        mnist_checksums=RUN / "data/mnist_checksums.json",
+        now=NOW,
+    )
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="sem-selection-causal_error"' in html and "Model selection" in html
+    assert "Leave-one-out is not run" in html
