@@ -19,6 +19,8 @@ from irm_bench.selection import RULES
 
 #: Per study: the column naming a problem instance, and what its metrics are.
 STUDY_KEYS = {"sem": ("setup", "setup"), "unit_tests": ("task", "task")}
+#: What a restart is in each study (each draw / data seed chooses per the rule).
+RESTARTS = {"sem": "SEM draws (each draw chooses its own setting)", "unit_tests": "data seeds"}
 METRIC_LABELS = {
     "causal_error": "causal coefficient error",
     "noncausal_error": "non-causal coefficient error",
@@ -74,8 +76,8 @@ def selection_section(study: str, table: pd.DataFrame, published_text: str) -> S
             Table(
                 f"{study}-selection-{metric}",
                 f"{METRIC_LABELS.get(metric, metric)} of the setting each rule selects: mean ± "
-                "std (ddof 0) over restarts (n); * marks the rule of the published comparison; "
-                "— where a rule has no value.",
+                f"std (ddof 0) over {RESTARTS.get(study, 'restarts')} (n); * marks the rule "
+                "of the published comparison; — where a rule has no value.",
                 header,
                 rows,
             )
