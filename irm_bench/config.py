@@ -404,6 +404,7 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
     if sem["enabled"] and sem["draws_per_job"] > sem["n_draws"]:
         sem["draws_per_job"] = sem["n_draws"]
     problems.extend(_method_problems(sem["methods"], "sem"))
+    problems.extend(_rule_problems(config))
     if config["unit_tests"]["enabled"]:
         from irm_bench.unit_tests.protocol import config_problems
 
@@ -434,6 +435,30 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
                 f"config key '{key}': expected a folder that can be created and written, "
                 f"found '{value}' ({why})"
             )
+    return problems
+
+
+def _rule_problems(config: dict[str, Any]) -> list[str]:
+    """One line per bad ``<study>.selection.rules`` entry (irm_bench.selection)."""
+    from irm_bench.selection import rule_problems
+    from irm_bench.sem.study import SEM_NO_LEAVE_ONE_OUT, SEM_RULES
+    from irm_bench.unit_tests.protocol import UNIT_TEST_RULES
+
+    sem, units = config["sem"], config["unit_tests"]
+    problems = []
+    if sem["enabled"]:
+        problems += rule_problems(
+            sem["selection"]["rules"],
+            "sem.selection.rules",
+            len(sem["env_scales"]) - 1,
+            SEM_RULES,
+            {"leave_one_out": SEM_NO_LEAVE_ONE_OUT},
+        )
+    if units["enabled"]:
+        problems += rule_problems(
+            units["selection"]["rules"], "unit_tests.selection.rules", units["n_envs"],
+            UNIT_TEST_RULES,
+        )  # fmt: skip
     return problems
 
 

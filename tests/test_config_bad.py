@@ -127,6 +127,43 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("alpha-above-one", {"sem": {"icp": {"alpha": 1.5}}}, "sem.icp.alpha", "a number < 1"),
     ("alpha-negative", {"sem": {"icp": {"alpha": -0.1}}}, "sem.icp.alpha", "a number > 0"),
     ("alpha-zero", {"sem": {"icp": {"alpha": 0}}}, "sem.icp.alpha", "a number > 0"),
+    # model selection (irm_bench.selection): rule names, hold-out fraction, leave-one-out
+    (
+        "unknown-sem-rule",
+        {"sem": {"selection": {"rules": ["last_environment", "training_domian"]}}},
+        "sem.selection.rules[1]",
+        "did you mean 'training_domain'?",
+    ),
+    (
+        "sem-leave-one-out",
+        {"sem": {"selection": {"rules": ["leave_one_out"]}}},
+        "sem.selection.rules[0]",
+        "two training environments",
+    ),
+    (
+        "unknown-unit-tests-rule",
+        {"unit_tests": {"selection": {"rules": ["oracle"]}}},
+        "unit_tests.selection.rules[0]",
+        "known: training_domain",
+    ),
+    (
+        "zero-validation-fraction",
+        {"sem": {"selection": {"validation_fraction": 0}}},
+        "sem.selection.validation_fraction",
+        "a number > 0",
+    ),
+    (
+        "whole-validation-fraction",
+        {"sem": {"selection": {"validation_fraction": 1.0}}},
+        "sem.selection.validation_fraction",
+        "a number < 1",
+    ),
+    (
+        "negative-holdout-draws",
+        {"sem": {"selection": {"holdout_draws": -1}}},
+        "sem.selection.holdout_draws",
+        ">= 0",
+    ),
     # unknown names
     ("unknown-preset", {"cmnist": {"preset": "papr"}}, "cmnist.preset", "did you mean 'paper'?"),
     (

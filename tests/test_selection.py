@@ -107,3 +107,57 @@ def test_holdout_split_is_disjoint_and_seeded():
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match=r"validation fraction must lie in \(0, 1\)"):
             holdout_split(10, bad, np.random.default_rng(0))
+
+
+def _draws() -> pd.DataFrame:
+    """Settings x, y, z over restarts 0..2 under the last-environment rule.
+
+    Validation (last environment): r0 x .9, y .8, z NaN (diverged); r1 x .1, y .5,
+    z .99; r2 NaN everywhere. Test: x (.6, .0, .7), y (.2, .4, .1), z (NaN, .0, .5).
+    """
+    val = {"x": (0.9, 0.1, np.nan), "y": (0.8, 0.5, np.nan), "z": (np.nan, 0.99, np.nan)}
+    test = {"x": (0.6, 0.0, 0.7), "y": (0.2, 0.4, 0.1), "z": (np.nan, 0.0, 0.5)}
+    rows = []
+    for s in "xyz":
+        for r in range(3):
+            for role, score in (("last_environment", val[s][r]), ("test", test[s][r])):
+                rows.append(
+                    dict(protocol="p", method="m", setting=s, restart=r, left_out="",
+                         step=LAST, environment="e3", role=role, score=score)
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_a_setting_diverged_in_any_restart_is_never_chosen_on_the_mean():
+    # Restarts 0, 1 only: x (.9+.1)/2 = .5, y .65 (best), z NaN; y's test .2, .4.
+    draws = _draws()
+    (row,) = select(draws[draws["restart"] < 2], "last_environment").to_dict("records")
+    assert row["setting"] == "y" and row["validation_score"] == pytest.approx(0.65)
+    assert row["test_mean"] == pytest.approx(0.3) and row["test_std"] == pytest.approx(0.1)
+    # With restart 2 (all NaN) no setting is usable.
+    (row,) = select(draws, "last_environment").to_dict("records")
+    assert row["setting"] is None and row["n_restarts"] == 0 and row["n_unselected"] == 3
+
+
+def test_per_restart_selection_chooses_in_each_restart():
+    # r0 picks x (test .6), r1 picks z (.99; test .0), r2 nothing: .3 +- .3 over two.
+    (row,) = select(_draws(), "last_environment", per_restart=True).to_dict("records")
+    assert row["selected_counts"] == "x:1;z:1" and row["setting"] == "x"
+    assert row["n_restarts"] == 2 and row["n_unselected"] == 1
+    assert row["validation_score"] == pytest.approx((0.9 + 0.99) / 2)
+    assert row["test_mean"] == pytest.approx(0.3) and row["test_std"] == pytest.approx(0.3)
+
+
+def test_rule_problems_name_the_key_before_training():
+    from irm_bench.selection import rule_problems
+
+    (line,) = rule_problems(["leave_one_out"], "x.selection.rules", 1, ("leave_one_out",))
+    assert line == (
+        "config key 'x.selection.rules[0]': expected >= 2 training environments for "
+        "leave_one_out, found 1"
+    )
+    assert rule_problems(["leave_one_out"], "k", 2, ("leave_one_out",)) == []
+    (line,) = rule_problems(["test_domain", "lastenv"], "k", 3, ("test_domain",))
+    assert line.startswith("config key 'k[1]': expected a selection rule, found 'lastenv'")
+    (line,) = rule_problems(["training_domain"], "k", 3, ("test_domain",), {})
+    assert "expected one of the rules this study runs (test_domain)" in line

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from irm_bench.config import ConfigError, validate_config
-from irm_bench.unit_tests.aggregate import results_table
+from irm_bench.unit_tests.aggregate import results_table, selection_table
 from irm_bench.unit_tests.protocol import UnitTestsConfig, run_job, trial_hparams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,18 @@ BAD = [
     ),
     ("unknown-preset", {"preset": "paper"}, "unit_tests.preset", "full, quick"),
     ("unknown-key", {"n_seeds": 3}, "unit_tests.n_seeds", "expected one of"),
+    (
+        "unknown-rule",
+        {"selection": {"rules": ["training_domain", "test_domian"]}},
+        "unit_tests.selection.rules[1]",
+        "did you mean 'test_domain'",
+    ),
+    (
+        "unrun-rule",
+        {"selection": {"rules": ["leave_one_out"]}},
+        "unit_tests.selection.rules[0]",
+        "this study runs (training_domain, test_domain)",
+    ),
 ]
 
 
@@ -87,6 +99,22 @@ def test_selection_and_table_by_hand():
     assert table.loc["E1", "mean"] == pytest.approx(0.7)
     assert table.loc["avg", "mean"] == pytest.approx(0.45)
     assert table.loc["avg", "std"] == pytest.approx(0.15)  # mean of 0.1 and 0.2 (E1: 0.5, 0.9)
+    # The selection table: training_domain picks trial 1 too; test error averaged over
+    # environments per seed: (0.3+0.5)/2 = 0.4, (0.1+0.9)/2 = 0.5 -> 0.45 +- 0.05.
+    # Test-domain oracle on a held-out test draw: trial 0 .3, trial 1 .1 (best).
+    holdout = runs[runs["split"] == "test"].assign(split="test_holdout")
+    holdout["error"] = holdout["trial"].map({0: 0.3, 1: 0.1})
+    both = pd.concat([runs, holdout], ignore_index=True)
+    sel = selection_table(both, ["training_domain", "test_domain"]).set_index("rule")
+    for rule in ("training_domain", "test_domain"):
+        assert sel.loc[rule, "setting"] == "trial 1" and sel.loc[rule, "n_restarts"] == 2
+        assert sel.loc[rule, "mean"] == pytest.approx(0.45)
+        assert sel.loc[rule, "std"] == pytest.approx(0.05)
+    assert sel.loc["training_domain", "published_rule"]
+    assert not sel.loc["test_domain", "published_rule"]
+    holdout["error"] = holdout["trial"].map({0: 0.1, 1: 0.3})  # now trial 0 wins: 0 +- 0
+    sel = selection_table(pd.concat([runs, holdout]), ["test_domain"]).iloc[0]
+    assert sel["setting"] == "trial 0" and sel["mean"] == 0 and sel["std"] == 0
     # A trial with a diverged model is never selected.
     runs.loc[(runs["trial"] == 1) & (runs["data_seed"] == 0), "diverged"] = True
     assert set(results_table(runs)["selected_trial"]) == {0}
@@ -98,6 +126,9 @@ def test_job_is_deterministic_and_trial_zero_is_the_defaults():
     a = run_job(config, "Example2s", "irmv1")
     b = run_job(config, "Example2s", "irmv1")
     pd.testing.assert_frame_equal(a, b)
+    # The oracle's held-out test draw is a fresh draw of the test split.
+    test, held = (a[a["split"] == s].reset_index() for s in ("test", "test_holdout"))
+    assert len(held) == len(test) and not held["error"].equals(test["error"])
     other = UnitTestsConfig.from_config({**section, "seed": 1})
     assert not run_job(other, "Example2s", "irmv1")["error"].equals(a["error"])
     # Chunking the data seeds changes nothing: models of different seeds never interact.

@@ -32,8 +32,16 @@ def test_tiny_run_writes_the_table_and_figure(tmp_path):
     assert set(table["protocol"]) == {"unit-tests-quick-custom"}
     assert (table["n_data_seeds"] == 2).all() and (table["n_trials"] == 2).all()
     runs = pd.read_csv(results / "unit_tests/runs/Example3.csv")
-    # 3 methods x 2 trials x 2 seeds x 3 splits x 3 environments
-    assert len(runs) == 3 * 2 * 2 * 3 * 3
+    # 3 methods x 2 trials x 2 seeds x 4 splits (test_holdout too) x 3 environments
+    assert len(runs) == 3 * 2 * 2 * 4 * 3
+    sel = pd.read_csv(results / "tables/unit_tests_selection.csv")
+    # 2 tasks x 3 methods x 2 rules; the authors' rule picks the results table's trial
+    assert len(sel) == 2 * 3 * 2 and set(sel["rule"]) == {"training_domain", "test_domain"}
+    assert sel["published_rule"].eq(sel["rule"] == "training_domain").all()
+    avg = table[table["env"] == "avg"].set_index(["task", "method"])
+    mine = sel[sel["rule"] == "training_domain"].set_index(["task", "method"])
+    assert (mine["setting"] == "trial " + avg.loc[mine.index, "selected_trial"].astype(str)).all()
+    assert (mine["mean"] - avg.loc[mine.index, "mean"]).abs().max() < 1e-12
     assert (results / "figures/unit_tests.png").stat().st_size > 0
     assert (results / "figures/unit_tests.pdf").stat().st_size > 0
 

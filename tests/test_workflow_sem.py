@@ -98,6 +98,21 @@ def test_smoke_run_writes_every_sem_and_minimal_output(repo_root, tmp_path):
     assert set(counts["method"]) == {"irmv1", "vrex", "fishr", "groupdro"}
     coefs = pd.read_csv(res / "tables/sem_coefficients.csv")
     assert len(coefs) == len(draws) * 10
+    # Model selection: the reference protocol has only its own rule, on all 4 draws; the
+    # hold-out protocol (smoke: holdout_draws 2) every rule, on draws 0 and 1.
+    sel = pd.read_csv(res / "tables/sem_selection.csv")
+    ref = sel[sel["protocol"] == "irm-paper-sem"]
+    held = sel[sel["protocol"] == "sem-holdout-0.2"]
+    assert set(ref["rule"]) == {"last_environment"} and (ref["n_restarts"] == 4).all()
+    assert set(held["rule"]) == {"last_environment", "training_domain", "test_domain"}
+    assert (held["n_restarts"] == 2).all() and len(held) == 3 * 2 * 2 * 6
+    assert sel["published_rule"].eq(sel["protocol"] == "irm-paper-sem").all()
+    fig4 = errors.set_index(["setup", "method"])["causal_error_mean"]
+    ours = ref[ref["metric"] == "causal_error"].set_index(["setup", "method"])["mean"]
+    pd.testing.assert_series_equal(ours.sort_index(), fig4.loc[ours.index].sort_index(),
+                                   check_names=False)  # fmt: skip
+    records = pd.read_csv(res / "tables/sem_selection_records.csv")
+    assert set(records["protocol"]) == {"irm-paper-sem", "sem-holdout-0.2"}
     final = json.loads((res / "minimal/final.json").read_text())
     assert final["steps"] == 2000 and len(final["phi"]) == 4
     trajectory = pd.read_csv(res / "minimal/trajectory.csv")

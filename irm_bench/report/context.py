@@ -22,8 +22,10 @@ from irm_bench.provenance import Provenance
 from irm_bench.report import figures
 from irm_bench.report import formatting as f
 from irm_bench.report.blocks import Figure, Note, Section, Table, plus_minus, protocols_of
+from irm_bench.report.selection import selection_section
 from irm_bench.report.studies import _cmnist_section, _sem_section
 from irm_bench.report.tables import MinimalTables, ReportTables
+from irm_bench.sem.study import SEM_NO_LEAVE_ONE_OUT
 
 METHOD_LABELS = figures.METHOD_LABELS
 method_label = figures.method_label
@@ -207,6 +209,22 @@ def _sem_grid_text(method: str, section: dict) -> str:
     return f"{method_label(method)} {name} grid {{{grid}}}, {block.get('steps')} Adam steps"
 
 
+#: Which rule each study's published comparison uses (stated in its selection section).
+SEM_PUBLISHED_RULE = (
+    "Figure 4's reference values and the scorecard use last_environment under "
+    "irm-paper-sem, the reference code's rule (fits on all samples, per draw the grid point "
+    "with the lowest MSE on the third environment). Leave-one-out is not run: "
+    + SEM_NO_LEAVE_ONE_OUT
+    + "."
+)
+UNIT_TESTS_PUBLISHED_RULE = (
+    "Aubin et al. (2021)'s numbers are compared with training_domain only, their rule "
+    "(the trial with the lowest validation error summed over training environments, "
+    "averaged over data seeds). Leave-one-out is not run (it would retrain every model "
+    "once per environment)."
+)
+
+
 def build_context(
     tables: ReportTables, provenance: Provenance, title: str = "irm-bench report"
 ) -> dict[str, Any]:
@@ -221,6 +239,10 @@ def build_context(
     disabled = []
     if tables.sem is not None:
         sections.append(_sem_section(tables.sem))
+        if "sem" in tables.selection:
+            sections[-1].subsections.append(
+                selection_section("sem", tables.selection["sem"], SEM_PUBLISHED_RULE)
+            )
     else:
         disabled.append("The SEM study was not run (sem.enabled is false); its section and "
                         "scorecard rows are left out.")  # fmt: skip
@@ -237,6 +259,12 @@ def build_context(
         from irm_bench.unit_tests.report import unit_tests_section
 
         sections.append(unit_tests_section(tables.unit_tests))
+        if "unit_tests" in tables.selection:
+            sections[-1].subsections.append(
+                selection_section(
+                    "unit_tests", tables.selection["unit_tests"], UNIT_TESTS_PUBLISHED_RULE
+                )
+            )
     counts = {"figure": 0, "table": 0}
     for sec in sections:
         for block in sec.walk():

@@ -8,7 +8,7 @@ names the file, the missing columns and the ones found.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,11 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "motivating": ("protocol", "source", "regression", "feature", "sigma", "value", "n_samples"),
     "unit_tests": ("protocol", "task", "method", "env", "mean", "std", "n_data_seeds",
                    "selected_trial", "n_trials", "n_diverged", "hparams"),
+    "sem_selection": ("protocol", "setup", "rule", "method", "metric", "mean", "std",
+                      "n_restarts", "trained_on", "validated_on", "tested_on", "published_rule"),
+    "unit_tests_selection": ("protocol", "task", "rule", "method", "metric", "mean", "std",
+                             "n_restarts", "trained_on", "validated_on", "tested_on",
+                             "published_rule"),
 }  # fmt: skip
 
 
@@ -121,6 +126,9 @@ class ReportTables:
     cmnist: CmnistTables | None
     motivating: pd.DataFrame | None
     unit_tests: pd.DataFrame | None = None
+    #: Method x rule selection tables by study (``sem``, ``unit_tests``); a study
+    #: without one (e.g. results written before it existed) is simply absent.
+    selection: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def load_tables(paths: dict[str, str | Path | None]) -> ReportTables:
@@ -185,4 +193,9 @@ def load_tables(paths: dict[str, str | Path | None]) -> ReportTables:
     )
     motivating = read_table(paths["motivating"], "motivating") if paths.get("motivating") else None
     unit_tests = read_table(paths["unit_tests"], "unit_tests") if paths.get("unit_tests") else None
-    return ReportTables(sem, minimal, cmnist, motivating, unit_tests)
+    selection = {
+        study: read_table(paths[f"{study}_selection"], f"{study}_selection")
+        for study in ("sem", "unit_tests")
+        if paths.get(f"{study}_selection")
+    }
+    return ReportTables(sem, minimal, cmnist, motivating, unit_tests, selection)

@@ -178,18 +178,155 @@ def aggregate_sem_files(
     coefficient_paths: Sequence[str],
     methods_order: Sequence[str],
     outputs: dict[str, str],
+    holdout_paths: Sequence[str] = (),
+    rules: Sequence[str] = ("last_environment",),
 ) -> None:
     """Combine per-job files into the study tables, written atomically.
 
     ``outputs`` maps ``draws``, ``coefficients``, ``errors``, ``selected_lambda`` and
-    ``lambda_sweep`` to their paths.
+    ``lambda_sweep`` to their paths, and optionally ``selection_records`` and
+    ``selection`` (the sweep records of both protocols and :func:`selection_table`).
     """
     from irm_bench.io import write_csv
 
     draws = combine_jobs(draw_paths)
     coefs = combine_jobs(coefficient_paths)
+    if "selection" in outputs:
+        holdout = [h for h in map(pd.read_csv, holdout_paths) if len(h)]
+        records = sweep_records(draws, pd.concat(holdout, ignore_index=True) if holdout else None)
+        write_csv(records, outputs["selection_records"])
+        write_csv(selection_table(records, rules, methods_order), outputs["selection"])
     write_csv(draws, outputs["draws"])
     write_csv(coefs, outputs["coefficients"])
     write_csv(error_table(draws, methods_order), outputs["errors"])
     write_csv(selected_lambda_table(draws), outputs["selected_lambda"])
     write_csv(lambda_sweep_table(draws), outputs["lambda_sweep"])
+
+
+#: Columns of a study's selection table (``<study>_selection.csv``).
+SELECTION_COLUMNS = (
+    "study", "protocol", "setup", "rule", "method", "metric", "mean", "std", "n_restarts",
+    "n_unselected", "setting", "selected_counts", "trained_on", "validated_on", "tested_on",
+    "published_rule",
+)  # fmt: skip
+
+#: The rule of the paper's Figure 4 (its reference code): the scorecard's only rule.
+PUBLISHED_RULE = ("irm-paper-sem", "last_environment")
+
+
+def _setting_labels(hparam: pd.Series, value: pd.Series) -> pd.Series:
+    name = hparam.fillna("").astype(str)
+    return pd.Series(
+        [format_hparam(h, v) if h else "-" for h, v in zip(name, value, strict=True)],
+        index=hparam.index,
+        dtype=object,
+    )
+
+
+def sweep_records(draws: pd.DataFrame, holdout: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Registry sweep records (:data:`irm_bench.selection.RECORD_COLUMNS`, plus ``setup``)
+    of both SEM protocols; ``score`` is minus the error (larger is better), ``restart``
+    the draw.
+
+    ``draws`` (``sem_draws.csv``) gives the reference protocol: ``last_environment``
+    rows from ``val_mse``, ``test`` rows ``causal_error`` / ``noncausal_error``;
+    ``holdout`` (the jobs' hold-out records) gives its own protocol's rows as they are.
+    """
+    draws = with_hparam(draws)
+    base = draws.assign(setting=_setting_labels(draws["hparam"], draws["hparam_value"]))
+    keep = ["protocol", "setup", "method", "setting", "draw"]
+    parts = [
+        base[keep].assign(role="last_environment", environment="last", score=-base["val_mse"])
+    ]
+    for col in ERROR_COLUMNS:
+        parts.append(base[keep].assign(role="test", environment=col, score=-base[col]))
+    if holdout is not None and len(holdout):
+        h = holdout.assign(
+            setting=_setting_labels(holdout["hparam"], holdout["hparam_value"]),
+            environment=holdout["environment"].astype(str),
+            score=-holdout["error"],
+        )
+        parts.append(h[[*keep, "role", "environment", "score"]])
+    out = pd.concat(parts, ignore_index=True).rename(columns={"draw": "restart"})
+    return out.assign(left_out="", step=0)
+
+
+def _protocol_description(protocol: str, rule: str) -> tuple[str, str, str]:
+    """(trained on, validated on, tested on) of a SEM protocol and rule, in words."""
+    tested = "causal / non-causal coefficient error (parameter estimation)"
+    if protocol == PROTOCOL:
+        trained = "environments 1..E-1, all samples (ERM, ICP: every environment)"
+        return trained, "environment E (last), all samples", tested
+    fraction = protocol.rsplit("-", 1)[-1]
+    trained = (
+        f"environments 1..E-1 less a {fraction} hold-out (ERM, ICP: also environment E "
+        "less its hold-out)"
+    )
+    validated = {
+        "training_domain": f"the {fraction} hold-out of environments 1..E-1",
+        "test_domain": f"the {fraction} hold-out of environment E (last)",
+        "last_environment": "environment E (last), all samples",
+    }[rule]
+    return trained, validated, tested
+
+
+def selection_table(
+    records: pd.DataFrame,
+    rules: Sequence[str],
+    methods_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """``sem_selection.csv``: method x rule, per protocol, setup and error metric.
+
+    Each draw chooses its own grid point (``per_restart``: the reference's per-draw
+    rule); mean and std (ddof 0) over draws with a usable fit. The reference protocol
+    has only ``last_environment``; the hold-out protocol every rule of ``rules``. Rows of
+    two protocols are never averaged: :func:`irm_bench.selection.select` is called per
+    protocol.
+    """
+    from irm_bench.selection import select
+
+    rows = []
+    for (protocol, setup), part in records.groupby(["protocol", "setup"], sort=False):
+        for rule in rules:
+            if protocol == PROTOCOL and rule != "last_environment":
+                continue  # no held-out data in the reference protocol
+            trained, validated, tested = _protocol_description(protocol, rule)
+            for metric in ERROR_COLUMNS:
+                recs = part[(part["role"] != "test") | (part["environment"] == metric)]
+                for row in select(recs, rule, per_restart=True, skip_missing=True).to_dict(
+                    "records"
+                ):
+                    rows.append(
+                        {
+                            "study": "sem",
+                            "protocol": protocol,
+                            "setup": setup,
+                            "rule": rule,
+                            "method": row["method"],
+                            "metric": metric,
+                            "mean": -row["test_mean"],
+                            "std": row["test_std"],
+                            "n_restarts": row["n_restarts"],
+                            "n_unselected": row["n_unselected"],
+                            "setting": row["setting"],
+                            "selected_counts": row["selected_counts"],
+                            "trained_on": trained,
+                            "validated_on": validated,
+                            "tested_on": tested,
+                            "published_rule": (protocol, rule) == PUBLISHED_RULE,
+                        }
+                    )
+    table = pd.DataFrame(rows, columns=list(SELECTION_COLUMNS))
+    if not len(table):
+        return table
+    methods = list(methods_order or dict.fromkeys(table["method"]))
+    rank = {r: i for i, r in enumerate(rules)}
+    setups = list(dict.fromkeys(table["setup"]))
+    table = table.assign(
+        _m=table["method"].map(lambda m: methods.index(m) if m in methods else len(methods)),
+        _r=table["rule"].map(rank),
+        _p=table["protocol"].ne(PROTOCOL),
+        _s=table["setup"].map(setups.index),
+    )
+    table = table.sort_values(["_p", "_s", "_r", "metric", "_m"], kind="stable")
+    return table.drop(columns=["_m", "_r", "_p", "_s"]).reset_index(drop=True)

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from irm_bench.io import write_csv
-from irm_bench.unit_tests.aggregate import results_table
+from irm_bench.unit_tests.aggregate import results_table, selection_table
 from irm_bench.unit_tests.figures import plot_unit_tests
 from irm_bench.unit_tests.protocol import UnitTestsConfig, run_job
 
@@ -44,10 +44,17 @@ def train_task(
 
 
 def aggregate(
-    run_paths: Sequence[str | Path], table_path: str | Path, figure_paths: Sequence[str | Path]
+    run_paths: Sequence[str | Path],
+    table_path: str | Path,
+    figure_paths: Sequence[str | Path],
+    selection_path: str | Path | None = None,
+    rules: Sequence[str] = ("training_domain",),
 ) -> None:
-    """Select trials, write the results table and draw the figure."""
+    """Select trials, write the results table (and the method x rule selection table)
+    and draw the figure."""
     runs = pd.concat([pd.read_csv(p) for p in run_paths], ignore_index=True)
     table = results_table(runs)
     write_csv(table, table_path)
+    if selection_path is not None:
+        write_csv(selection_table(runs, rules), selection_path)
     plot_unit_tests(table, figure_paths)

@@ -130,6 +130,12 @@ STUDY_METHODS: dict[str, StudyMethod] = {
     )
 }
 
+#: Selection rules the study can apply (irm_bench.selection): the authors' rule on the
+#: validation split of the training environments, and the oracle on a held-out draw of
+#: the test split (``split == "test_holdout"``). Leave-one-out would retrain every model
+#: once per environment and is not run.
+UNIT_TEST_RULES = ("training_domain", "test_domain")
+
 #: Methods whose published numbers exist (Aubin et al. 2021's table).
 PUBLISHED_METHODS = ("erm", "irmv1", "andmask", "iga", "oracle")
 
@@ -311,11 +317,14 @@ def trial_batch(method: str, trials: list[dict[str, float]], n_envs: int) -> tra
 def job_data(
     config: UnitTestsConfig, task_name: str, data_seed: int, train_split: str
 ) -> tuple[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """One data seed's ``{train, validation, test}: (x (E, n, d), y (E, n))`` and task type.
+    """One data seed's ``{train, validation, test, test_holdout}: (x (E, n, d), y (E, n))``
+    and task type.
 
     The task's constants and every split's draws come from seeds of (task, data seed,
     environment, role), so all methods see the same examples (the oracle's train and
     validation examples are the same draws with the spurious features shuffled).
+    ``test_holdout`` is a second draw of the ``test`` split from its own seeds (the
+    test-domain oracle's validation data); adding it changed no other draw.
     """
     ident = {"study": "unit_tests", "seed": config.seed, "task": task_name, "data_seed": data_seed}
     task = make_task(
@@ -326,7 +335,13 @@ def job_data(
         torch_generator(derive_seed(**ident, purpose="constants")),
     )
     out = {}
-    for role, split in (("train", train_split), ("validation", train_split), ("test", "test")):
+    roles = (
+        ("train", train_split),
+        ("validation", train_split),
+        ("test", "test"),
+        ("test_holdout", "test"),
+    )
+    for role, split in roles:
         xs, ys = [], []
         for env in task.envs:
             gen = torch_generator(derive_seed(**ident, env=env, role=role))
@@ -388,7 +403,7 @@ def run_job(config: UnitTestsConfig, task_name: str, method: str) -> pd.DataFram
     )
     rows = []
     envs = [f"E{e}" for e in range(config.n_envs)]
-    for role in ("train", "validation", "test"):
+    for role in ("train", "validation", "test", "test_holdout"):
         err = trainer.errors(models, *stack(role), task_type).numpy()
         for k in range(config.n_trials):
             hp = json.dumps(trials[k], sort_keys=True)

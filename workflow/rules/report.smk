@@ -14,6 +14,7 @@ if config["sem"]["enabled"]:
         sem_selected_lambda=f"{RESULTS}/tables/sem_selected_lambda.csv",
         sem_lambda_sweep=f"{RESULTS}/tables/sem_lambda_sweep.csv",
         sem_draws=f"{RESULTS}/tables/sem_draws.csv",
+        sem_selection=f"{RESULTS}/tables/sem_selection.csv",
     )
 if config["minimal"]["enabled"]:
     REPORT_INPUTS.update(
@@ -29,7 +30,7 @@ if config["cmnist"]["enabled"]:
         mnist_checksums=f"{RESULTS}/data/mnist_checksums.json",
     )
 if config["unit_tests"]["enabled"]:
-    REPORT_INPUTS.update(unit_tests=UT_TABLE)
+    REPORT_INPUTS.update(unit_tests=UT_TABLE, unit_tests_selection=UT_SELECTION)
 
 
 rule report_motivating:

@@ -14,6 +14,8 @@ SEM_TABLES = {
     "errors": f"{RESULTS}/tables/sem_errors.csv",
     "selected_lambda": f"{RESULTS}/tables/sem_selected_lambda.csv",
     "lambda_sweep": f"{RESULTS}/tables/sem_lambda_sweep.csv",
+    "selection_records": f"{RESULTS}/tables/sem_selection_records.csv",
+    "selection": f"{RESULTS}/tables/sem_selection.csv",
 }
 SEM_FIGURES = {
     "errors_png": f"{RESULTS}/figures/sem_errors.png",
@@ -40,6 +42,7 @@ rule sem_fit:
     output:
         draws=f"{SEM_DIR}/draws/{{setup}}_chunk{{chunk}}.csv",
         coefficients=f"{SEM_DIR}/draws/{{setup}}_chunk{{chunk}}_coefficients.csv",
+        holdout=f"{SEM_DIR}/draws/{{setup}}_chunk{{chunk}}_holdout.csv",
         info=f"{SEM_DIR}/draws/{{setup}}_chunk{{chunk}}.json",
     log:
         f"{LOGS}/sem_fit_{{setup}}_{{chunk}}.log",
@@ -71,6 +74,11 @@ rule sem_aggregate:
             setup=SEM["setups"],
             chunk=SEM_CHUNKS,
         ),
+        holdout=expand(
+            f"{SEM_DIR}/draws/{{setup}}_chunk{{chunk}}_holdout.csv",
+            setup=SEM["setups"],
+            chunk=SEM_CHUNKS,
+        ),
     output:
         draws=report(
             SEM_TABLES["draws"],
@@ -93,6 +101,12 @@ rule sem_aggregate:
             caption="../report/sem_lambda_sweep_table.rst",
             category="SEM study",
         ),
+        selection_records=SEM_TABLES["selection_records"],
+        selection=report(
+            SEM_TABLES["selection"],
+            caption="../report/sem_selection.rst",
+            category="SEM study",
+        ),
     log:
         f"{LOGS}/sem_aggregate.log",
     benchmark:
@@ -105,6 +119,7 @@ rule sem_aggregate:
         mem_mb=2000,
     params:
         methods=SEM["methods"],
+        rules=SEM["selection"]["rules"],
     script:
         "../scripts/sem_aggregate.py"
 

@@ -6,11 +6,12 @@
 UT = config["unit_tests"]
 UT_DIR = f"{RESULTS}/unit_tests"
 UT_TABLE = f"{RESULTS}/tables/unit_tests.csv"
+UT_SELECTION = f"{RESULTS}/tables/unit_tests_selection.csv"
 UT_FIGURES = [
     f"{RESULTS}/figures/unit_tests.png",
     f"{RESULTS}/figures/unit_tests.pdf",
 ]
-UNIT_TESTS_TARGETS = [UT_TABLE] + UT_FIGURES if UT["enabled"] else []
+UNIT_TESTS_TARGETS = [UT_TABLE, UT_SELECTION] + UT_FIGURES if UT["enabled"] else []
 
 
 wildcard_constraints:
@@ -42,6 +43,7 @@ rule unit_tests_aggregate:
         runs=expand(f"{UT_DIR}/runs/{{ut_task}}.csv", ut_task=UT["tasks"]),
     output:
         table=UT_TABLE,
+        selection=UT_SELECTION,
         png=UT_FIGURES[0],
         pdf=UT_FIGURES[1],
     log:
@@ -54,5 +56,7 @@ rule unit_tests_aggregate:
     resources:
         runtime=10,
         mem_mb=2000,
+    params:
+        rules=UT["selection"]["rules"],
     script:
         "../scripts/unit_tests_aggregate.py"

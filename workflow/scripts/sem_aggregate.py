@@ -12,5 +12,7 @@ aggregate_sem_files(
     draw_paths=list(snakemake.input.draws),
     coefficient_paths=list(snakemake.input.coefficients),
     methods_order=snakemake.params.methods,
+    holdout_paths=list(snakemake.input.holdout),
+    rules=snakemake.params.rules,
     outputs=dict(snakemake.output.items()),
 )

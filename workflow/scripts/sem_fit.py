@@ -1,4 +1,4 @@
-"""Fit ERM, ICP and IRMv1 on one block of SEM draws (rule sem_fit)."""
+"""Fit every SEM method on one block of draws, both protocols (rule sem_fit)."""
 
 import logging
 
@@ -15,6 +15,7 @@ run_sem_job_to_files(
     chunk=int(snakemake.wildcards.chunk),
     draws_csv=snakemake.output.draws,
     coefficients_csv=snakemake.output.coefficients,
+    holdout_csv=snakemake.output.holdout,
     info_json=snakemake.output.info,
     threads=snakemake.threads,
 )

@@ -12,4 +12,6 @@ aggregate(
     list(snakemake.input.runs),
     snakemake.output.table,
     [snakemake.output.png, snakemake.output.pdf],
+    selection_path=snakemake.output.selection,
+    rules=snakemake.params.rules,
 )

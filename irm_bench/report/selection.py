@@ -1,0 +1,85 @@
+"""The report's model-selection subsections: one method x rule table per study.
+
+Built from a study's tidy selection table (``sem_selection.csv``,
+``unit_tests_selection.csv``; :mod:`irm_bench.selection`). Columns are the (protocol,
+rule) pairs present, in table order, so a study lacking a rule simply has no column for
+it and a (row, rule) pair without a value shows a dash. Every number is a test value
+(the SEM's coefficient errors, the unit tests' test split): the test environment is
+reported on its own, never averaged with a training environment.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from irm_bench.report import figures
+from irm_bench.report import formatting as f
+from irm_bench.report.blocks import Note, Section, Table, plus_minus
+from irm_bench.selection import RULES
+
+#: Per study: the column naming a problem instance, and what its metrics are.
+STUDY_KEYS = {"sem": ("setup", "setup"), "unit_tests": ("task", "task")}
+#: What a restart is in each study (each draw / data seed chooses per the rule).
+RESTARTS = {"sem": "SEM draws (each draw chooses its own setting)", "unit_tests": "data seeds"}
+METRIC_LABELS = {
+    "causal_error": "causal coefficient error",
+    "noncausal_error": "non-causal coefficient error",
+    "test_error": "test error (mean over environments)",
+}
+
+
+def _cell(r: pd.Series) -> str:
+    value = plus_minus(f.err(r["mean"]), f.err(r["std"]))
+    return value if value == f.MISSING else f"{value} (n = {int(r['n_restarts'])})"
+
+
+def selection_section(study: str, table: pd.DataFrame, published_text: str) -> Section:
+    """The ``Model selection`` subsection of ``study`` (``sem`` or ``unit_tests``)."""
+    key, key_label = STUDY_KEYS[study]
+    sec = Section(f"{study}-selection", "Model selection")
+    if table.empty:
+        sec.add(Note("No selection rows in this run: the selection table is empty."))
+        return sec
+    columns = list(dict.fromkeys(zip(table["protocol"], table["rule"], strict=True)))
+    published = {
+        (p, r) for p, r, flag in zip(table["protocol"], table["rule"], table["published_rule"],
+                                     strict=True) if str(flag).lower() == "true"
+    }  # fmt: skip
+    descr = table.drop_duplicates(["protocol", "rule"])
+    lines = []
+    for _, r in descr.iterrows():
+        rule = RULES[r["rule"]].label if r["rule"] in RULES else r["rule"]
+        mark = " [published comparison]" if (r["protocol"], r["rule"]) in published else ""
+        lines.append(
+            f"{r['rule']} ({rule}) under protocol {r['protocol']}{mark}: trained on "
+            f"{r['trained_on']}; validated on {r['validated_on']}; tested on {r['tested_on']}."
+        )
+    sec.add(
+        Note(
+            "Each column is one selection rule under one protocol tag; rows of different "
+            "protocols are never averaged or compared, and published numbers are compared "
+            f"only with the column of their own rule. {published_text} " + " ".join(lines)
+        )
+    )
+    for metric in dict.fromkeys(table["metric"]):
+        part = table[table["metric"] == metric]
+        rows = []
+        for (k, method), group in part.groupby([key, "method"], sort=False):
+            cells = {(r["protocol"], r["rule"]): _cell(r) for _, r in group.iterrows()}
+            rows.append(
+                [str(k), figures.method_label(method)] + [cells.get(c, f.MISSING) for c in columns]
+            )
+        header = [key_label, "method"] + [
+            f"{rule}{' *' if (p, rule) in published else ''} ({p})" for p, rule in columns
+        ]
+        sec.add(
+            Table(
+                f"{study}-selection-{metric}",
+                f"{METRIC_LABELS.get(metric, metric)} of the setting each rule selects: mean ± "
+                f"std (ddof 0) over {RESTARTS.get(study, 'restarts')} (n); * marks the rule "
+                "of the published comparison; — where a rule has no value.",
+                header,
+                rows,
+            )
+        )
+    return sec
