@@ -5,10 +5,18 @@
 import re
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from irm_bench.cmnist.presets import build_plan
 
 CMNIST = config["cmnist"]
 CMNIST_DIR = f"{RESULTS}/cmnist"
+# Threads of a training job: all of --cores. A cluster executor has no --cores; there
+# the profile's set-threads gives them (profiles/slurm*), and this 1 is never used.
+try:
+    CMNIST_THREADS = workflow.cores
+except WorkflowError:
+    CMNIST_THREADS = 1
 
 if CMNIST["enabled"]:
     CMNIST_PLAN = build_plan(CMNIST)
@@ -73,7 +81,7 @@ rule cmnist_train:
     # A training job takes every core of the run (--cores N; torch intra-op threads,
     # capped at the machine's): its batched matmuls scale with threads, and the jobs
     # then run one after another instead of competing for the cores.
-    threads: workflow.cores
+    threads: CMNIST_THREADS
     resources:
         runtime=lambda wc: CMNIST_PLAN.jobs[wc.job].cpu_minutes(),
         mem_mb=lambda wc: CMNIST_PLAN.jobs[wc.job].mem_mb(),
