@@ -205,6 +205,12 @@ def validation_size(n_train: int, fraction: float) -> int:
     return n_val
 
 
+def test_holdout_size(n_test: int, fraction: float) -> int:
+    """Test-environment images held out for the test-domain oracle: ``round(fraction ·
+    n_test)``, at least 1 and at most ``n_test - 1``."""
+    return min(max(round(fraction * n_test), 1), n_test - 1)
+
+
 def selection_split(
     seed: int, n_val: int, fraction: float, n_test: int = N_TEST_IMAGES
 ) -> dict[str, torch.Tensor]:
@@ -222,7 +228,7 @@ def selection_split(
     gen = torch_generator(derive_seed(protocol=PROTOCOL, role="selection", data_seed=seed))
     digits = torch.randperm(N_T10K_IMAGES, generator=gen)
     rows = torch.randperm(n_test, generator=gen)
-    k = min(max(round(fraction * n_test), 1), n_test - 1)
+    k = test_holdout_size(n_test, fraction)
     parts = {
         "env1_val": digits[:n_val],
         "env2_val": digits[n_val : 2 * n_val],
