@@ -2,7 +2,8 @@
 
 ``fetch_step`` (MNIST, verified) → ``train_job`` (one per method / λ point) →
 ``collect`` (tidy ``runs.csv`` and ``curves.csv``) → ``summarise`` (Table 1 and λ-sweep
-tables) → :mod:`irm_bench.cmnist.figures`.
+tables) → :mod:`irm_bench.cmnist.figures`; ``collect`` → the model-selection table
+(:func:`irm_bench.cmnist.selection.selection_step`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # Rules of the Colored MNIST part (IRM paper, Section 5.2, Table 1 and a λ sweep):
 # fetch MNIST -> one training job per method (IRMv1: all its λ in one job) -> tidy tables
-# -> figures.
+# -> figures, and the model-selection table (cmnist_selection).
 
 import re
 from pathlib import Path
