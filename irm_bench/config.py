@@ -411,8 +411,10 @@ def _semantic_problems(config: dict[str, Any], *, check_paths: bool, base_dir: P
         problems.extend(config_problems(config["unit_tests"]))
     if config["cmnist"]["enabled"]:
         from irm_bench.cmnist.presets import method_problems
+        from irm_bench.cmnist.selection import config_problems
 
         problems.extend(method_problems(config["cmnist"]))
+        problems.extend(config_problems(config["cmnist"]))
     if not check_paths:
         return problems
     cmnist = config["cmnist"]

@@ -394,29 +394,26 @@ def _fetch_one(
 
 @dataclasses.dataclass(frozen=True)
 class MnistArrays:
-    """The MNIST training set (the Colored MNIST study uses only this split).
+    """One MNIST file pair: images and digits.
 
     Attributes
     ----------
     images
-        ``uint8`` array ``(60000, 28, 28)``, pixel values 0..255.
+        ``uint8`` array ``(n, 28, 28)``, pixel values 0..255 (n = 60,000 for the
+        training file, 10,000 for the t10k test file).
     digits
-        ``uint8`` array ``(60000,)``, digit labels 0..9.
+        ``uint8`` array ``(n,)``, digit labels 0..9.
     """
 
     images: np.ndarray
     digits: np.ndarray
 
 
-def load_mnist_train(cache_dir: str | Path) -> MnistArrays:
-    """Load MNIST's 60,000 training images and digits from a verified cache.
-
-    Each file's SHA-256 is checked again, so a cache tampered with after fetching is
-    caught here. Raises :class:`MnistError` naming the file when it is missing or wrong.
-    """
+def _load_pair(cache_dir: str | Path, names: tuple[str, str]) -> MnistArrays:
+    """Parse an (images, labels) pair from a verified cache, re-checking each SHA-256."""
     cache = Path(cache_dir)
     arrays = []
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+    for name in names:
         spec = MNIST_FILES[name]
         path = cache / name
         if not path.is_file():
@@ -432,3 +429,22 @@ def load_mnist_train(cache_dir: str | Path) -> MnistArrays:
             raise MnistError(f"{path}: {array.shape[0]} items, expected {spec.count}")
         arrays.append(array)
     return MnistArrays(images=arrays[0], digits=arrays[1])
+
+
+def load_mnist_train(cache_dir: str | Path) -> MnistArrays:
+    """Load MNIST's 60,000 training images and digits from a verified cache.
+
+    Each file's SHA-256 is checked again, so a cache tampered with after fetching is
+    caught here. Raises :class:`MnistError` naming the file when it is missing or wrong.
+    """
+    return _load_pair(cache_dir, ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+
+
+def load_mnist_test(cache_dir: str | Path) -> MnistArrays:
+    """Load MNIST's 10,000 t10k (test-file) images and digits from a verified cache.
+
+    The IRM paper's Colored MNIST code never uses this file; the model-selection
+    validation sets are drawn from it (:mod:`irm_bench.cmnist.selection`). Checks as
+    :func:`load_mnist_train`; raises :class:`MnistError` naming the file.
+    """
+    return _load_pair(cache_dir, ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))

@@ -57,7 +57,14 @@ def test_cmnist_branch_end_to_end(repo_root, mnist_source, tmp_path):
     for col in ("train_acc", "test_acc", "gray_test_acc", "env1_acc", "env2_acc"):
         assert runs[col].between(0, 1).all()
     curves = pd.read_csv(results / "cmnist/curves.csv")
-    assert set(curves["environment"]) == {"env1", "env2", "test", "gray_test"}
+    selection_envs = {"env1_val", "env2_val", "test_holdout", "test_rest"}
+    assert set(curves["environment"]) == {"env1", "env2", "test", "gray_test", *selection_envs}
+    selection = pd.read_csv(results / "tables/cmnist_selection.csv")
+    assert set(selection["protocol"]) == {"cmnist-select-0.2"}
+    assert set(selection["rule"]) == {"training_domain", "test_domain"}
+    methods = set(runs["method"])  # every method, one row per rule
+    assert set(selection["method"]) == methods and len(selection) == 2 * len(methods)
+    assert selection["mean"].between(0, 1).all() and (selection["n_restarts"] >= 1).all()
     assert set(curves["metric"]) == {"risk", "accuracy", "penalty"}
     acc = pd.read_csv(results / "tables/cmnist_accuracy.csv")
     assert acc["method"].tolist() == ["erm", "irmv1", "grayscale", "vrex", "fishr", "groupdro"]

@@ -164,6 +164,42 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
         "sem.selection.holdout_draws",
         ">= 0",
     ),
+    (
+        "unknown-cmnist-rule",
+        {"cmnist": {"selection": {"rules": ["training_domain", "test_domian"]}}},
+        "cmnist.selection.rules[1]",
+        "did you mean 'test_domain'?",
+    ),
+    (
+        "cmnist-leave-one-out",
+        {"cmnist": {"selection": {"rules": ["leave_one_out"]}}},
+        "cmnist.selection.rules[0]",
+        "two training environments",
+    ),
+    (
+        "cmnist-zero-validation-fraction",
+        {"cmnist": {"selection": {"validation_fraction": 0}}},
+        "cmnist.selection.validation_fraction",
+        "a number > 0",
+    ),
+    (
+        "cmnist-whole-validation-fraction",
+        {"cmnist": {"selection": {"validation_fraction": 1}}},
+        "cmnist.selection.validation_fraction",
+        "a number < 1",
+    ),
+    (
+        "cmnist-validation-beyond-t10k",
+        {"cmnist": {"selection": {"validation_fraction": 0.3}}},
+        "cmnist.selection.validation_fraction",
+        "10000 t10k digits",
+    ),
+    (
+        "unknown-cmnist-selection-key",
+        {"cmnist": {"selection": {"fraction": 0.2}}},
+        "cmnist.selection.fraction",
+        "expected one of",
+    ),
     # unknown names
     ("unknown-preset", {"cmnist": {"preset": "papr"}}, "cmnist.preset", "did you mean 'paper'?"),
     (

@@ -113,3 +113,42 @@ def test_full_report_renders_the_selection_subsection(table, tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert 'id="sem-selection-causal_error"' in html and "Model selection" in html
     assert "Leave-one-out is not run" in html
+
+
+def test_cmnist_section_prints_accuracy_in_percent_and_the_domainbed_line(tmp_path):
+    from test_report import FIXTURES as RUN
+    from test_report import NOW, REPO, fixture_config, table_paths
+
+    from irm_bench.report import build_report
+    from irm_bench.report.context import CMNIST_DOMAINBED_REFERENCE, CMNIST_PUBLISHED_RULE
+
+    cm = pd.read_csv(FIXTURES / "cmnist_selection.csv")
+    sec = selection_section(
+        "cmnist", cm, CMNIST_PUBLISHED_RULE, reference=CMNIST_DOMAINBED_REFERENCE
+    )
+    (table,) = [b for b in sec.blocks if b.kind == "table"]
+    assert table.header == [
+        "method", "training_domain (cmnist-select-0.2)", "test_domain (cmnist-select-0.2)",
+    ]  # fmt: skip
+    rows = {row[0]: row[1:] for row in table.rows}
+    # IRMv1 in the fixture: 0.405 ± 0.190 (training domain), 0.662 ± 0.012 (oracle)
+    assert rows["IRMv1"] == [
+        "40.5 ± 19.0 (n = 3; chose 0:2;91257.2:1)",
+        "66.2 ± 1.2 (n = 3; chose 91257.2:3)",
+    ]
+    assert rows["ERM"][0] == "17.2 ± 0.6 (n = 3)"
+    reference = sec.blocks[-1].text
+    assert "51.5 ± 0.1" in reference and "57.8 ± 0.2" in reference
+    assert "not comparable and not scored" in reference
+    build_report(
+        tables={**table_paths(), "cmnist_selection": FIXTURES / "cmnist_selection.csv"},
+        config=fixture_config(),
+        repo=REPO,
+        benchmark_dir=RUN / "benchmarks",
+        html_path=tmp_path / "report.html",
+        pdf_path=None,
+        mnist_checksums=RUN / "data/mnist_checksums.json",
+        now=NOW,
+    )
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="cmnist-selection-test_acc"' in html and "57.8 ± 0.2" in html

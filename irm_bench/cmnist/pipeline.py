@@ -2,7 +2,8 @@
 
 ``fetch_step`` (MNIST, verified) → ``train_job`` (one per method / λ point) →
 ``collect`` (tidy ``runs.csv`` and ``curves.csv``) → ``summarise`` (Table 1 and λ-sweep
-tables) → :mod:`irm_bench.cmnist.figures`.
+tables) → :mod:`irm_bench.cmnist.figures`; ``collect`` → the model-selection table
+(:func:`irm_bench.cmnist.selection.selection_step`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ from irm_bench.cmnist.model import init_mlp, pack_envs
 from irm_bench.cmnist.presets import ORACLE, PROTOCOL, StudyPlan, TrainJob, build_plan
 from irm_bench.cmnist.train import keep_freed_memory, train_stacked
 from irm_bench.devices import resolve_device
-from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
+from irm_bench.envs.cmnist import (
+    SELECTION_ENVS,
+    TRAIN_ENVS,
+    data_seed,
+    make_environments,
+    make_selection_environments,
+)
 from irm_bench.io import write_csv, write_json
-from irm_bench.mnist import MNIST_FILES, fetch_mnist, load_mnist_train
+from irm_bench.mnist import MNIST_FILES, fetch_mnist, load_mnist_test, load_mnist_train
 from irm_bench.provenance import head_commit
 from irm_bench.seeds import derive_seed
 
@@ -95,6 +102,7 @@ def train_job(
     curves_path: str | Path,
     progress: TextIO | None = None,
     restarts: range | None = None,
+    validation_fraction: float | None = None,
 ) -> pd.DataFrame:
     """Train every restart of ``job`` and write its rows of ``runs`` and ``curves``.
 
@@ -103,12 +111,17 @@ def train_job(
     memory). Each row of a restart used by both studies appears once per study.
     ``restarts``: train only these of the job's restarts (``None``: all); a restart's
     numbers do not depend on which others are trained, so the job's work can be split.
+    ``validation_fraction``: also evaluate the model-selection environments
+    (:func:`irm_bench.envs.cmnist.make_selection_environments`, from MNIST's t10k file)
+    at every logged step, into ``curves`` only (``None``: selection disabled); the
+    training data and every ``runs`` number stay the same.
 
     Returns the runs table that was written.
     """
     torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
     dev = resolve_device(device)
     mnist = load_mnist_train(cache_dir)
+    t10k = load_mnist_test(cache_dir) if validation_fraction is not None else None
     hp = job.hparams
     if restarts_per_chunk is None:
         restarts_per_chunk = job.restarts if dev.type == "cuda" else 1
@@ -125,6 +138,13 @@ def train_job(
         ]
         train = pack_envs(envs, TRAIN_ENVS).to(dev)
         test = pack_envs(envs, ("test",)).to(dev)
+        extra = None
+        if t10k is not None:
+            held = [
+                make_selection_environments(t10k, e, s, validation_fraction)
+                for e, s in zip(envs, dseeds, strict=True)
+            ]
+            extra = pack_envs(held, SELECTION_ENVS).to(dev)
         model = init_mlp(iseeds, hp.hidden_dim, hp.grayscale, precision=hp.precision)
         for name in ("w1", "b1", "w2", "b2", "w3", "b3"):
             setattr(model, name, getattr(model, name).to(dev))
@@ -139,6 +159,7 @@ def train_job(
             progress=progress,
             desc=label,
             penalty_weights=weights if len(weights) > 1 else None,
+            extra=extra,
         )
         n_train = len(envs[0]["env1"])
         R = len(chunk)
@@ -237,6 +258,8 @@ def train_job_from_config(
         raise KeyError(
             f"unknown Colored MNIST job {job_name!r}; this config has: {', '.join(plan.jobs)}"
         )
+    from irm_bench.cmnist.selection import validation_fraction
+
     keep_freed_memory()
     return train_job(
         plan.jobs[job_name],
@@ -249,6 +272,7 @@ def train_job_from_config(
         runs_path=runs_path,
         curves_path=curves_path,
         progress=progress,
+        validation_fraction=validation_fraction(cmnist),
     )
 
 

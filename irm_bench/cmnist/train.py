@@ -59,7 +59,8 @@ class TrainResult:
         ``{"<env>_<metric>": array (R,)}`` for env in env1, env2, test, gray_test (the
         test environment with the digit in both channels) and metric in risk, accuracy,
         penalty (IRMv1's, logged for every method), from the forward pass at the top of
-        the last step; NaN for diverged restarts.
+        the last step, plus the ``extra`` environments (colour only) when given; NaN for
+        diverged restarts.
     diverged
         ``bool (R,)``.
     diverged_step
@@ -210,6 +211,7 @@ def train_stacked(
     progress: TextIO | None = None,
     desc: str = "train",
     penalty_weights: Sequence[float] | None = None,
+    extra: PackedEnvs | None = None,
 ) -> TrainResult:
     """Train the R stacked models in place with full-batch Adam.
 
@@ -240,6 +242,11 @@ def train_stacked(
         instead of L times): each copy's numbers are those of training it alone, to
         float rounding. ``model`` then holds the L · R models and every array of the
         result is ``(L · R,)`` in that order.
+    extra
+        More packed environments evaluated at logged steps, forward passes only and
+        without a gray version (model selection's validation and test parts,
+        :data:`irm_bench.envs.cmnist.SELECTION_ENVS`); they add curves and ``final``
+        entries and change no other number.
     """
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
@@ -257,6 +264,8 @@ def train_stacked(
     active = torch.ones(R, dtype=torch.bool, device=model.w1.device)
     diverged_step = np.full(R, -1, dtype=np.int64)
     env_names = (*train.env_names, *test.env_names, *(f"gray_{n}" for n in test.env_names))
+    if extra is not None:
+        env_names = (*env_names, *extra.env_names)
     state = None
     lam = None  # per-model λ once forked
     logged_steps: list[int] = []
@@ -271,6 +280,7 @@ def train_stacked(
             optimizer = _fork(model, optimizer, L, hp.lr)
             params = model.parameters()
             train, test = _tile_envs(train, L), _tile_envs(test, L)
+            extra = None if extra is None else _tile_envs(extra, L)
             active, diverged_step = _tile(active, L), np.tile(diverged_step, L)
             logged_values = [_tile(v, L) for v in logged_values]
             lam = torch.tensor(weights, device=model.w1.device).repeat_interleave(R)
@@ -289,9 +299,10 @@ def train_stacked(
                 test_metrics = env_metrics(model.logits(test.x), test, with_grad=False)
                 gray = model.logits(test.x, both_channels=True)
                 gray_metrics = env_metrics(gray, test, with_grad=False)
-            block = torch.cat(
-                [_metric_block(m) for m in (metrics, test_metrics, gray_metrics)], dim=1
-            )
+                evaluated = [metrics, test_metrics, gray_metrics]
+                if extra is not None:
+                    evaluated.append(env_metrics(model.logits(extra.x), extra, with_grad=False))
+            block = torch.cat([_metric_block(m) for m in evaluated], dim=1)
             block[~active] = float("nan")
             logged_steps.append(step)
             logged_values.append(block.cpu())

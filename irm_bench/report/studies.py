@@ -7,6 +7,7 @@ import pandas as pd
 
 from irm_bench import scorecard as sc
 from irm_bench.cmnist.presets import method_label
+from irm_bench.envs.cmnist import SELECTION_ENVS
 from irm_bench.report import figures
 from irm_bench.report import formatting as f
 from irm_bench.report.blocks import (
@@ -381,7 +382,8 @@ def _cmnist_section(cm: CmnistTables) -> Section:
     curves = cm.curves
     studies = list(dict.fromkeys(curves["study"]))
     study = next((s for s in studies if s in ("table1", "table")), studies[0] if studies else "")
-    curves = curves[curves["study"] == study]
+    # the model-selection environments have their own subsection (a table, no curves)
+    curves = curves[(curves["study"] == study) & ~curves["environment"].isin(SELECTION_ENVS)]
     anneal = _anneal_steps(cm.runs)
     n_curve = curves.groupby("method")["restart"].nunique()
     add_figure(

@@ -51,6 +51,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
                    "selected_trial", "n_trials", "n_diverged", "hparams"),
     "sem_selection": ("protocol", "setup", "rule", "method", "metric", "mean", "std",
                       "n_restarts", "trained_on", "validated_on", "tested_on", "published_rule"),
+    "cmnist_selection": ("protocol", "setup", "rule", "method", "metric", "mean", "std",
+                         "n_restarts", "trained_on", "validated_on", "tested_on",
+                         "published_rule"),
     "unit_tests_selection": ("protocol", "task", "rule", "method", "metric", "mean", "std",
                              "n_restarts", "trained_on", "validated_on", "tested_on",
                              "published_rule"),
@@ -126,7 +129,7 @@ class ReportTables:
     cmnist: CmnistTables | None
     motivating: pd.DataFrame | None
     unit_tests: pd.DataFrame | None = None
-    #: Method x rule selection tables by study (``sem``, ``unit_tests``); a study
+    #: Method x rule selection tables by study (``sem``, ``cmnist``, ``unit_tests``); a study
     #: without one (e.g. results written before it existed) is simply absent.
     selection: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -195,7 +198,7 @@ def load_tables(paths: dict[str, str | Path | None]) -> ReportTables:
     unit_tests = read_table(paths["unit_tests"], "unit_tests") if paths.get("unit_tests") else None
     selection = {
         study: read_table(paths[f"{study}_selection"], f"{study}_selection")
-        for study in ("sem", "unit_tests")
+        for study in ("sem", "cmnist", "unit_tests")
         if paths.get(f"{study}_selection")
     }
     return ReportTables(sem, minimal, cmnist, motivating, unit_tests, selection)

@@ -1,6 +1,6 @@
 # Rules of the Colored MNIST part (IRM paper, Section 5.2, Table 1 and a λ sweep):
 # fetch MNIST -> one training job per method (IRMv1: all its λ in one job) -> tidy tables
-# -> figures.
+# -> figures, and the model-selection table (cmnist_selection).
 
 import re
 from pathlib import Path
@@ -33,6 +33,8 @@ if CMNIST["enabled"]:
             ext=["pdf", "png"],
         ),
     ]
+    if CMNIST["selection"]["enabled"]:
+        CMNIST_TARGETS.append(f"{RESULTS}/tables/cmnist_selection.csv")
 else:
     CMNIST_PLAN = None
     CMNIST_JOBS = []
@@ -166,3 +168,28 @@ rule cmnist_figures:
         mem_mb=2000,
     script:
         "../scripts/cmnist_figures.py"
+
+
+rule cmnist_selection:
+    input:
+        runs=f"{CMNIST_DIR}/runs.csv",
+        curves=f"{CMNIST_DIR}/curves.csv",
+    output:
+        records=f"{RESULTS}/tables/cmnist_selection_records.csv",
+        selection=report(
+            f"{RESULTS}/tables/cmnist_selection.csv",
+            caption="../report/cmnist_selection.rst",
+            category="Colored MNIST",
+        ),
+    log:
+        f"{LOGS}/cmnist_selection.log",
+    conda:
+        "../envs/irm-bench.yaml"
+    threads: 1
+    resources:
+        runtime=5,
+        mem_mb=2000,
+    params:
+        cmnist=CMNIST,
+    script:
+        "../scripts/cmnist_selection.py"

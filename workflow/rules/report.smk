@@ -29,6 +29,8 @@ if config["cmnist"]["enabled"]:
         cmnist_curves=f"{RESULTS}/cmnist/curves.csv",
         mnist_checksums=f"{RESULTS}/data/mnist_checksums.json",
     )
+    if config["cmnist"]["selection"]["enabled"]:
+        REPORT_INPUTS.update(cmnist_selection=f"{RESULTS}/tables/cmnist_selection.csv")
 if config["unit_tests"]["enabled"]:
     REPORT_INPUTS.update(unit_tests=UT_TABLE, unit_tests_selection=UT_SELECTION)
 
