@@ -16,7 +16,8 @@ def default_config(repo_root):
 
 def test_default_config_is_valid_and_unchanged(default_config):
     out = validate_config(default_config, check_paths=False)
-    assert out["sem"]["n_draws"] == 200
+    assert out["sem"]["n_draws"] == 50
+    assert out["sem"]["selection"]["holdout_draws"] == 25
     assert out["sem"]["irmv1"]["reg_grid"] == [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
 
 

@@ -294,7 +294,7 @@ def test_bad_config_names_key_and_expectation(
 
 def test_default_config_passes_with_paths_checked(default_config, base_dir):
     out = validate_config(default_config, base_dir=base_dir)
-    assert out["sem"]["n_draws"] == 200
+    assert out["sem"]["n_draws"] == 50
     assert not (base_dir / "results").exists(), "validation must not create the results folder"
 
 
