@@ -19,6 +19,11 @@ projects the ``default`` and ``paper`` presets three ways: one job per IRMv1 λ 
 trainer before the penalty-weight fork), the fork (the current fp32 trainer: the 190
 steps before the anneal trained once per restart) and the fork with bf16.
 
+With ``--compile`` it also times, side by side, the fp32 step eager and under
+``torch.compile`` (inductor, the CPU wheel's default backend), and prints the one-off
+compile time beside the per-step saving, i.e. how many steps a job needs before
+compiling pays.
+
 Usage: ``PYTHONPATH=. python benchmarks/cmnist_speed.py`` (MNIST from ``data/mnist``, the
 product's cache, fetched if missing; ``--mnist-source DIR`` to use a local copy).
 """
@@ -85,6 +90,12 @@ def main() -> None:
     parser.add_argument(
         "--skip-reference", action="store_true", help="only the side-by-side step times"
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile against eager"
+    )
+    parser.add_argument(
+        "--only-compile", action="store_true", help="only the torch.compile comparison"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -96,6 +107,10 @@ def main() -> None:
     test_images, test_labels = envs["test"].images(), envs["test"].labels
     n = sum(len(envs[e]) for e in TRAIN_ENVS)
 
+    if args.compile or args.only_compile:
+        compile_probe(train, args.methods, args.repeats)
+        if args.only_compile:
+            return
     ceiling = matmul_ceiling()
     print(f"threads {args.threads}; fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
     per_step = {}
@@ -201,6 +216,44 @@ def _time_step(model, train, hp: MethodHparams, repeats: int) -> float:
         if i:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _loss_sum(model, train, hp: MethodHparams, step: int):
+    loss, _, _ = step_objective(model, train, hp, step, None)
+    return loss.sum()
+
+
+def compile_probe(train, methods: list[str], repeats: int) -> None:
+    """Eager vs ``torch.compile`` fp32 step (forward and backward) per method, rounds
+    interleaved; prints the compile time and the steps needed to recover it."""
+    for method in methods:
+        hp = dataclasses.replace(PRESETS["default"].hparams_for(method), penalty_anneal_steps=0)
+        model = init_mlp([1], hp.hidden_dim, hp.grayscale)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        compiled = torch.compile(_loss_sum)
+        start = time.perf_counter()
+        compiled(model, train, hp, 1000).backward()
+        compile_s = time.perf_counter() - start
+        eager_t, compiled_t = [], []
+        for i in range(2 * repeats + 1):  # first round is warm-up
+            start = time.perf_counter()
+            _loss_sum(model, train, hp, 1000).backward()
+            t_eager = time.perf_counter() - start
+            start = time.perf_counter()
+            compiled(model, train, hp, 1000).backward()
+            t_compiled = time.perf_counter() - start
+            if i:
+                eager_t.append(t_eager)
+                compiled_t.append(t_compiled)
+        eager, fast = statistics.median(eager_t), statistics.median(compiled_t)
+        saving = eager - fast
+        pays = f"pays after {compile_s / saving:.0f} steps" if saving > 0 else "never pays"
+        print(
+            f"{method:9s} torch.compile: eager {1000 * eager:7.1f} ms/step, compiled "
+            f"{1000 * fast:7.1f} ms/step ({eager / fast:.2f}x); first call (compile) "
+            f"{compile_s:.1f} s, {pays} (a default-preset job trains 501)"
+        )
 
 
 def projections(train, repeats: int) -> None:

@@ -82,7 +82,7 @@ def test_make_lint_passes_in_a_bare_clone(bare_clone):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
 
-@pytest.mark.parametrize("configfile", ["config.yaml", "config/smoke.yaml"])
+@pytest.mark.parametrize("configfile", ["config.yaml", "config/smoke.yaml", "config/paper.yaml"])
 def test_dry_run_in_a_bare_clone(bare_clone, configfile):
     snakemake = str(bare_clone / ".venv" / "bin" / "snakemake")
     done = _run(bare_clone, sys.executable, "-c", "pass")  # the interpreter works at all
