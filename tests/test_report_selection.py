@@ -92,16 +92,15 @@ def test_empty_table_gives_a_note():
     assert [b.kind for b in sec.blocks] == ["note"]
 
 
-def test_full_report_renders_the_selection_subsection(table, tmp_path):
+def _full_report_html(tmp_path, **tables) -> str:
+    """The fixture run's full HTML report, with ``tables`` replacing its tables."""
     from test_report import FIXTURES as RUN
     from test_report import NOW, REPO, fixture_config, table_paths
 
     from irm_bench.report import build_report
 
-    path = tmp_path / "sem_selection.csv"
-    table.to_csv(path, index=False)
     build_report(
-        tables={**table_paths(), "sem_selection": path},
+        tables={**table_paths(), **tables},
         config=fixture_config(),
         repo=REPO,
         benchmark_dir=RUN / "benchmarks",
@@ -110,16 +109,18 @@ def test_full_report_renders_the_selection_subsection(table, tmp_path):
         mnist_checksums=RUN / "data/mnist_checksums.json",
         now=NOW,
     )
-    html = (tmp_path / "report.html").read_text()
+    return (tmp_path / "report.html").read_text()
+
+
+def test_full_report_renders_the_selection_subsection(table, tmp_path):
+    path = tmp_path / "sem_selection.csv"
+    table.to_csv(path, index=False)
+    html = _full_report_html(tmp_path, sem_selection=path)
     assert 'id="sem-selection-causal_error"' in html and "Model selection" in html
     assert "Leave-one-out is not run" in html
 
 
 def test_cmnist_section_prints_accuracy_in_percent_and_the_domainbed_line(tmp_path):
-    from test_report import FIXTURES as RUN
-    from test_report import NOW, REPO, fixture_config, table_paths
-
-    from irm_bench.report import build_report
     from irm_bench.report.context import CMNIST_DOMAINBED_REFERENCE, CMNIST_PUBLISHED_RULE
 
     cm = pd.read_csv(FIXTURES / "cmnist_selection.csv")
@@ -140,15 +141,5 @@ def test_cmnist_section_prints_accuracy_in_percent_and_the_domainbed_line(tmp_pa
     reference = sec.blocks[-1].text
     assert "51.5 ± 0.1" in reference and "57.8 ± 0.2" in reference
     assert "not comparable and not scored" in reference
-    build_report(
-        tables={**table_paths(), "cmnist_selection": FIXTURES / "cmnist_selection.csv"},
-        config=fixture_config(),
-        repo=REPO,
-        benchmark_dir=RUN / "benchmarks",
-        html_path=tmp_path / "report.html",
-        pdf_path=None,
-        mnist_checksums=RUN / "data/mnist_checksums.json",
-        now=NOW,
-    )
-    html = (tmp_path / "report.html").read_text()
+    html = _full_report_html(tmp_path, cmnist_selection=FIXTURES / "cmnist_selection.csv")
     assert 'id="cmnist-selection-test_acc"' in html and "57.8 ± 0.2" in html

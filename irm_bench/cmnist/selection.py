@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 
 from irm_bench.envs.cmnist import (
+    COLOUR_FLIP,
+    LABEL_NOISE,
     N_TEST_IMAGES,
     N_TRAIN_IMAGES,
     SELECTION_ENVS,
@@ -196,7 +198,8 @@ def _descriptions(rule: str, fraction: float, n_train: int) -> tuple[str, str]:
     validated = {
         "training_domain": (
             f"env1_val, env2_val: {validation_size(n_train, fraction)} fresh samples each of "
-            "env1's / env2's distribution (colour flip 0.2 / 0.1, label noise 0.25) from "
+            f"env1's / env2's distribution (colour flip {COLOUR_FLIP['env1']:g} / "
+            f"{COLOUR_FLIP['env2']:g}, label noise {LABEL_NOISE:g}) from "
             f"MNIST's t10k digits ({fraction:g} x {n_train}); last logged step"
         ),
         "test_domain": (
