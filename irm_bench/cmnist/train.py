@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from irm_bench.cmnist.chunked import chunked_objective
 from irm_bench.cmnist.model import (
     EnvMetrics,
     PackedEnvs,
@@ -212,6 +213,7 @@ def train_stacked(
     desc: str = "train",
     penalty_weights: Sequence[float] | None = None,
     extra: PackedEnvs | None = None,
+    engine: str = "auto",
 ) -> TrainResult:
     """Train the R stacked models in place with full-batch Adam.
 
@@ -247,9 +249,17 @@ def train_stacked(
         without a gray version (model selection's validation and test parts,
         :data:`irm_bench.envs.cmnist.SELECTION_ENVS`); they add curves and ``final``
         entries and change no other number.
+    engine
+        How a step's loss and gradient are computed: ``autograd`` (whole-batch autograd,
+        :func:`step_objective`), ``chunked`` (:mod:`irm_bench.cmnist.chunked`: the same
+        numbers to float rounding, cache-sized chunks, float32 on the CPU only) or
+        ``auto`` (:func:`step_engine`: chunked for float32 on the CPU, else autograd).
+
+    Raises ``ValueError`` for ``log_every < 1`` or an unknown or unusable ``engine``.
     """
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
+    engine = step_engine(model, engine)
     weights = None if penalty_weights is None else tuple(float(w) for w in penalty_weights)
     fork_step = None
     if weights is not None and len(weights) > 1:
@@ -288,7 +298,18 @@ def train_stacked(
             R *= L
         last = step == hp.steps - 1
         logged = last or step % log_every == 0
-        loss, metrics, terms = step_objective(model, train, hp, step, state, lam)
+        backward = None
+        if engine == "chunked":
+            lam_t = (
+                torch.full((R,), hp.penalty_weight_at(step))
+                if lam is None
+                else penalty_weights_at(hp, lam, step)
+            )
+            loss, metrics, terms, backward = chunked_objective(
+                model, train, hp, lam_t, state, active=active
+            )
+        else:
+            loss, metrics, terms = step_objective(model, train, hp, step, state, lam)
         state = terms.state
         bad = active & ~(torch.isfinite(loss.detach()) & _finite_params(model))
         if bool(bad.any()):
@@ -310,7 +331,11 @@ def train_stacked(
         if last or not bool(active.any()):
             break
         optimizer.zero_grad(set_to_none=False)
-        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        if backward is not None:
+            _ensure_grads(params)
+            backward()
+        else:
+            torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         with torch.no_grad():
             for p in params:
                 p.grad[~active] = 0.0
@@ -342,6 +367,36 @@ def train_stacked(
         values[diverged] = np.nan
     curves = _curves_frame(logged_steps, logged_values, env_names)
     return TrainResult(final, diverged, diverged_step, curves, seconds)
+
+
+ENGINES = ("auto", "autograd", "chunked")
+
+
+def step_engine(model: StackedMLP, engine: str = "auto") -> str:
+    """The step engine :func:`train_stacked` uses for ``model``: ``autograd`` or ``chunked``.
+
+    ``auto`` picks ``chunked`` for float32 models on the CPU (1.0-1.5x faster there,
+    ``benchmarks/cmnist_speed.py``) and ``autograd`` otherwise (bf16 autocast, CUDA).
+    Raises ``ValueError`` for an unknown engine, or ``chunked`` on a bf16 or non-CPU model.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown step engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    usable = model.precision == "fp32" and model.w1.device.type == "cpu"
+    if engine == "auto":
+        return "chunked" if usable else "autograd"
+    if engine == "chunked" and not usable:
+        raise ValueError(
+            "the chunked step engine needs a float32 model on the CPU, got "
+            f"precision {model.precision!r} on {model.w1.device.type}"
+        )
+    return engine
+
+
+def _ensure_grads(params: list[torch.Tensor]) -> None:
+    """Zero ``.grad`` buffers where none exist yet (the chunked backward adds into them)."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 def _tile_state(state: Any, copies: int) -> Any:

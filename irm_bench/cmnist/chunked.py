@@ -1,0 +1,210 @@
+"""A cache-sized training step for the Colored MNIST MLP: the same loss and gradient, faster.
+
+Autograd on the whole batch (:func:`irm_bench.cmnist.train.step_objective`) makes every
+bias, ReLU and ReLU-backward a pass over a 50,000 × 400 float32 tensor (80 MB), far
+beyond a CPU core's cache; on this project's 2-core CPU those passes cost a third of
+the step. Here the samples are processed in chunks of a few thousand, so each
+elementwise operation runs on a buffer that the matmul has just written and the cache
+still holds. Three phases per step:
+
+1. *Forward, chunk by chunk*: ``h1 = relu(x W1 + b1)``, ``h2 = relu(h1 W2 + b2)``,
+   ``f = h2 w3 + b3``, with ``h1`` and ``h2`` kept for phase 3; Fishr's last-layer
+   gradient moments ``Σ_i w_ei r_i h2_i`` and ``Σ_i w_ei r_i² h2_i²`` (``r = σ(f) - y``)
+   are accumulated from each chunk while it is in cache.
+2. *The method's objective* on the per-environment statistics, by autograd on small
+   tensors only: the logits ``f (R, 2, P)`` and the two moments ``(R, E, h)`` are leaves,
+   the statistics (:func:`irm_bench.cmnist.model.env_metrics`; the moments give Fishr's
+   variances exactly as :func:`irm_bench.penalties.last_layer_grad_variance` does) and
+   the loss are built from them with the trainer's own composition, and one backward
+   pass gives ``∂L/∂f``, ``∂L/∂moments`` and the weight-decay part of ``∂L/∂θ``.
+3. *Backward, chunk by chunk*, by the chain rule written out: ``∂L/∂h2`` (from ``f`` and,
+   for Fishr, from the moments), ReLU masks, and the weight gradients accumulated into
+   ``θ.grad``.
+
+The result equals the autograd step to float rounding (only summation orders differ;
+``tests/test_cmnist_chunked.py`` compares loss, metrics and every gradient on real
+MNIST digits). It is used for float32 training on the CPU; bf16 autocast and CUDA keep
+the autograd step, where whole-batch kernels are what the device wants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from irm_bench.cmnist.model import N_PIXELS, EnvMetrics, PackedEnvs, StackedMLP, env_metrics
+from irm_bench.cmnist.presets import MethodHparams
+from irm_bench.methods import METHODS as REGISTRY
+from irm_bench.methods.contract import EnvStats, ObjectiveTerms
+
+#: Samples per chunk: 4096 × 400 float32 activations (6.5 MB) stay in this CPU's L2+L3
+#: slice; the matmuls reach the same speed as at full size (benchmarks/cmnist_speed.py).
+CHUNK = 4096
+
+
+@dataclasses.dataclass
+class _Saved:
+    """Activations of one model kept from phase 1 for phase 3."""
+
+    h1: torch.Tensor  # (2, P, h)
+    h2: torch.Tensor  # (2, P, h)
+
+
+def _w1_block(model: StackedMLP, tensor: torch.Tensor, r: int, c: int) -> torch.Tensor:
+    """Rows of the first-layer matrix that colour c's samples meet (see model.py)."""
+    if model.grayscale:
+        return tensor[r]
+    return tensor[r, c * N_PIXELS : (c + 1) * N_PIXELS]
+
+
+def chunked_objective(
+    model: StackedMLP,
+    train: PackedEnvs,
+    hp: MethodHparams,
+    lam_t: torch.Tensor,
+    state: Any,
+    *,
+    active: torch.Tensor,
+    chunk: int = CHUNK,
+) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms, Callable[[], None]]:
+    """Loss ``(R,)``, metrics and terms of one step, and a function that fills ``θ.grad``.
+
+    ``lam_t`` ``(R,)`` is each model's penalty weight at this step (λ_t); the loss is
+    ``risk_term + l2 Σ‖θ‖² + λ_t · penalty``, divided by ``max(λ_t, 1)``, the trainer's
+    composition (:func:`irm_bench.cmnist.train.step_objective`). ``active`` ``(R,)``:
+    models still training; the returned ``backward()`` adds to each parameter's
+    ``.grad`` the gradient of ``Σ_r active_r · loss_r`` (inactive models get 0), as the
+    trainer's ``torch.where(active, loss, 0).sum().backward()`` would.
+    Raises ``ValueError`` for bf16 precision (use the autograd step).
+    """
+    if model.precision != "fp32":
+        raise ValueError(f"the chunked step is float32 only, got precision {model.precision!r}")
+    spec = REGISTRY[hp.method]
+    fishr = "grad_variance" in spec.needs
+    R, _, P, _ = train.x.shape
+    E = train.weights.shape[1]
+    h = model.b1.shape[1]
+    logits = torch.empty(R, 2, P)
+    saved: list[_Saved | None] = []
+    m1 = torch.zeros(R, E, h)  # Σ_i w_ei r_i h2_i
+    m2 = torch.zeros(R, E, h)  # Σ_i w_ei r_i² h2_i²
+    with torch.no_grad():
+        for r in range(R):
+            if not bool(active[r]):  # a stopped model's parameters are 0, so are its logits
+                saved.append(None)
+                logits[r] = 0.0
+                continue
+            keep = _Saved(h1=torch.empty(2, P, h), h2=torch.empty(2, P, h))
+            for c in (0, 1):
+                w1 = _w1_block(model, model.w1, r, c)
+                for s in range(0, P, chunk):
+                    sl = slice(s, min(P, s + chunk))
+                    h1 = torch.addmm(model.b1[r], train.x[r, c, sl], w1, out=keep.h1[c, sl])
+                    h1.relu_()
+                    h2 = torch.addmm(model.b2[r], h1, model.w2[r], out=keep.h2[c, sl])
+                    h2.relu_()
+                    f = torch.addmv(model.b3[r], h2, model.w3[r, :, 0], out=logits[r, c, sl])
+                    if fishr:
+                        wr = train.weights[r, :, c, sl] * (
+                            torch.sigmoid(f) - train.labels[r, c, sl]
+                        )
+                        m1[r].addmm_(wr, h2)
+                        m2[r].addmm_(wr * (torch.sigmoid(f) - train.labels[r, c, sl]), h2.square())
+            saved.append(keep)
+
+    f_leaf = logits.requires_grad_(True)
+    m1_leaf = m1.requires_grad_(fishr)
+    m2_leaf = m2.requires_grad_(fishr)
+    metrics = env_metrics(f_leaf, train, with_grad="scale_grads" in spec.needs)
+    grad_variance = None
+    if fishr:
+        residual = (torch.sigmoid(f_leaf) - train.labels).reshape(R, 2 * P)
+        wr = train.weights.reshape(R, E, 2 * P) * residual[:, None, :]
+        bias_var = (wr * residual[:, None, :]).sum(-1, keepdim=True) - wr.sum(
+            -1, keepdim=True
+        ).square()
+        grad_variance = torch.cat([m2_leaf - m1_leaf.square(), bias_var], dim=-1)
+    stats = EnvStats(
+        risks=metrics.risk,
+        scale_grads=metrics.scale_grad if "scale_grads" in spec.needs else None,
+        grad_variance=grad_variance,
+    )
+    terms = spec.objective(stats, hp.spec_hparams(), state)
+    loss = terms.risk_term + hp.l2_weight * model.squared_norm()
+    loss = loss + torch.where(lam_t > 0, lam_t * terms.penalty, torch.zeros_like(loss))
+    loss = loss / lam_t.clamp(min=1.0)
+
+    def backward() -> None:
+        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        g_logits = f_leaf.grad
+        with torch.no_grad():
+            for r in range(R):
+                keep = saved[r]
+                if keep is None or not bool(active[r]):  # stopped, or stopped at this step
+                    continue
+                _backward_model(
+                    model,
+                    train,
+                    keep,
+                    f_leaf.detach()[r],
+                    g_logits[r],
+                    r,
+                    chunk,
+                    fishr,
+                    m1_leaf,
+                    m2_leaf,
+                )
+
+    return loss, metrics, terms, backward
+
+
+def _backward_model(
+    model: StackedMLP,
+    train: PackedEnvs,
+    keep: _Saved,
+    logits: torch.Tensor,
+    g_logits: torch.Tensor,
+    r: int,
+    chunk: int,
+    fishr: bool,
+    m1: torch.Tensor,
+    m2: torch.Tensor,
+) -> None:
+    """Phase 3 for model r: add the data part of ∂L/∂θ into its ``.grad`` slices."""
+    P = g_logits.shape[1]
+    w3 = model.w3[r, :, 0]
+    gw1, gb1 = model.w1.grad, model.b1.grad
+    gw2, gb2 = model.w2.grad[r], model.b2.grad[r]
+    gw3, gb3 = model.w3.grad[r, :, 0], model.b3.grad
+    if fishr:
+        A, B = m1.grad[r], m2.grad[r]  # (E, h): ∂L/∂m1, ∂L/∂m2
+    for c in (0, 1):
+        gw1_c = _w1_block(model, gw1, r, c)
+        for s in range(0, P, chunk):
+            sl = slice(s, min(P, s + chunk))
+            h1, h2 = keep.h1[c, sl], keep.h2[c, sl]
+            g_f = g_logits[c, sl]
+            dh2 = torch.outer(g_f, w3)
+            if fishr:
+                u = train.weights[r, :, c, sl].T  # (C, E)
+                sig = torch.sigmoid(logits[c, sl])
+                res = sig - train.labels[r, c, sl]
+                dres = sig * (1.0 - sig)
+                h2sq = h2.square()
+                # ∂/∂f_i of Σ_e Σ_k A_ek w_ei r_i h2_ik + B_ek w_ei r_i² h2_ik²
+                g_extra = dres * (u * (h2 @ A.T + 2.0 * res[:, None] * (h2sq @ B.T))).sum(1)
+                g_f = g_f + g_extra
+                dh2 = torch.outer(g_f, w3)
+                dh2.addmm_(u * res[:, None], A)
+                dh2.add_(h2 * ((u * res.square()[:, None]) @ B), alpha=2.0)
+            gw3.addmv_(h2.T, g_f)
+            gb3[r] += g_f.sum()
+            dz2 = torch.ops.aten.threshold_backward(dh2, h2, 0.0)
+            gw2.addmm_(h1.T, dz2)
+            gb2.add_(dz2.sum(0))
+            dz1 = torch.ops.aten.threshold_backward(dz2 @ model.w2[r].T, h1, 0.0)
+            gw1_c.addmm_(train.x[r, c, sl].T, dz1)
+            gb1[r].add_(dz1.sum(0))
