@@ -9,7 +9,12 @@ In one run, on the same data (real MNIST, full 25,000 images per training enviro
 3. a reference-style step (two-channel 392-wide input, statistics by autograd with
    ``create_graph=True``, i.e. a double backward), as the public reference codes do it;
 
-interleaved so that load from other processes hits both alike. Prints achieved GFLOP/s,
+interleaved so that load from other processes hits both alike. First of all it times
+the trainer's two step engines side by side (whole-batch autograd, the previous
+trainer, and the chunked engine, the current one on the CPU; one model alone and three
+stacked, as after the IRMv1 job's penalty-weight fork), with each engine's fraction of
+the ceiling, and projects the ``default`` and ``paper`` presets' training time with the
+chunked engine (``--only-engines`` stops there). Prints achieved GFLOP/s,
 the fraction of the ceiling, the speed-up, each method's step time beside IRMv1's
 (target for V-REx and Fishr: within 1.2x), and the implied time of the full ``paper``
 preset against its structural bound (its matmul FLOPs at the ceiling).
@@ -37,10 +42,11 @@ import time
 
 import torch
 
+from irm_bench.cmnist.chunked import chunked_objective
 from irm_bench.cmnist.model import N_PIXELS, init_mlp, pack_envs
 from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams, build_plan
 from irm_bench.cmnist.reference import ReferenceMLP, irmv1_penalty_autograd, reference_loss
-from irm_bench.cmnist.train import keep_freed_memory, step_objective
+from irm_bench.cmnist.train import keep_freed_memory, step_objective, tile_envs
 from irm_bench.envs.cmnist import TRAIN_ENVS, data_seed, make_environments
 from irm_bench.mnist import fetch_mnist, load_mnist_train
 
@@ -73,11 +79,51 @@ def forward_flops(n: int, h: int, d_in: int) -> float:
     return 2 * n * (d_in * h + h * h + h)
 
 
-def our_step(model, train, hp: MethodHparams, step: int, state=None):
-    """One step of our loss (the trainer's own step_objective), backward included."""
+def our_step(model, train, hp: MethodHparams, step: int, state=None, engine: str = "autograd"):
+    """One step of our loss and its gradient, by the trainer's autograd step
+    (``step_objective``) or its chunked engine; returns the method's state."""
+    if engine == "chunked":
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        lam = torch.full((model.n_models,), hp.penalty_weight_at(step))
+        active = torch.ones(model.n_models, dtype=torch.bool)
+        _, _, terms, backward = chunked_objective(model, train, hp, lam, state, active=active)
+        backward()
+        return terms.state
     loss, _, terms = step_objective(model, train, hp, step, state)
     loss.sum().backward()
     return terms.state
+
+
+def engine_comparison(train, methods: list[str], repeats: int, ceiling: float, n: int) -> dict:
+    """Autograd vs chunked step per method, one model alone and three stacked (the
+    IRMv1 job after its penalty-weight fork), rounds interleaved. Returns the chunked
+    engine's seconds per model-step, ``{(method, R): s}``."""
+    per_model = {}
+    for method in methods:
+        hp = dataclasses.replace(PRESETS["default"].hparams_for(method), penalty_anneal_steps=0)
+        for R in (1, 3):
+            data = tile_envs(train, R)
+            model = init_mlp(list(range(R)), hp.hidden_dim, hp.grayscale)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            t = {"autograd": [], "chunked": []}
+            for i in range(repeats + 1):  # first round is warm-up
+                for engine in t:
+                    start = time.perf_counter()
+                    our_step(model, data, hp, 1000, engine=engine)
+                    if i:
+                        t[engine].append((time.perf_counter() - start) / R)
+            auto, chunk = statistics.median(t["autograd"]), statistics.median(t["chunked"])
+            per_model[method, R] = chunk
+            width = -(-hp.hidden_dim // 16) * 16  # the stored (padded) width
+            frac = step_flops(n, width, N_PIXELS) / chunk / 1e9 / ceiling
+            print(
+                f"{method:9s} h={hp.hidden_dim} R={R}: autograd {1000 * auto:6.1f}, chunked "
+                f"{1000 * chunk:6.1f} ms per model-step ({auto / chunk:.2f}x); chunked at "
+                f"{frac:.0%} of the ceiling"
+            )
+    return per_model
 
 
 def main() -> None:
@@ -96,6 +142,9 @@ def main() -> None:
     parser.add_argument(
         "--only-compile", action="store_true", help="only the torch.compile comparison"
     )
+    parser.add_argument(
+        "--only-engines", action="store_true", help="only autograd vs chunked, and projections"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -113,6 +162,10 @@ def main() -> None:
             return
     ceiling = matmul_ceiling()
     print(f"threads {args.threads}; fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
+    chunked = engine_comparison(train, [*args.methods, "grayscale"], args.repeats, ceiling, n)
+    project_chunked(chunked)
+    if args.only_engines:
+        return
     per_step = {}
     for method in [] if args.skip_reference else args.methods:
         # penalty switched on from step 0, as after annealing (the costliest steps)
@@ -254,6 +307,20 @@ def compile_probe(train, methods: list[str], repeats: int) -> None:
             f"{1000 * fast:7.1f} ms/step ({eager / fast:.2f}x); first call (compile) "
             f"{compile_s:.1f} s, {pays} (a default-preset job trains 501)"
         )
+
+
+def project_chunked(per_model: dict) -> None:
+    """Training time of the default and paper presets with the chunked engine (the
+    trainer's default on the CPU): shared pre-fork steps at R=1, forked ones at R=3."""
+    for preset in ("default", "paper"):
+        total = 0.0
+        for job in build_plan({"preset": preset}).jobs.values():
+            hp, n_points = job.hparams, len(job.points)
+            shared = min(hp.penalty_anneal_steps, hp.steps) if n_points > 1 else 0
+            stacked = per_model[job.method, 3 if n_points > 1 else 1]
+            alone = per_model[job.method, 1]
+            total += job.restarts * (shared * alone + n_points * (hp.steps - shared) * stacked)
+        print(f"preset {preset}, chunked fp32 engine, training only: {total / 60:.1f} min")
 
 
 def projections(train, repeats: int) -> None:

@@ -1,11 +1,17 @@
 """A cache-sized training step for the Colored MNIST MLP: the same loss and gradient, faster.
 
 Autograd on the whole batch (:func:`irm_bench.cmnist.train.step_objective`) makes every
-bias, ReLU and ReLU-backward a pass over a 50,000 × 400 float32 tensor (80 MB), far
-beyond a CPU core's cache; on this project's 2-core CPU those passes cost a third of
-the step. Here the samples are processed in chunks of a few thousand, so each
-elementwise operation runs on a buffer that the matmul has just written and the cache
-still holds. Three phases per step:
+bias, ReLU and ReLU-backward a pass over tensors of R × 50,000 × 400 float32 (80 MB per
+model), far beyond a CPU core's cache. For one model the matmuls dominate and this
+costs little, but for the three models of the IRMv1 job after its penalty-weight fork
+the whole-batch step slows from 247 to 306 ms per model-step (V-REx's from 245 to 385,
+Fishr's from 304 to 448; ``benchmarks/cmnist_speed.py --only-engines`` on this
+project's 2-core CPU). Here each model's samples are processed in chunks of a few
+thousand, so each elementwise operation runs on a buffer that the matmul has just
+written, and the cost per model stays that of one model alone (230-280 ms, 1.0-1.1x
+faster than autograd for one model, 1.3-1.6x for three); the chunk's matmuls run at
+the speed of full-size ones. Padding rows of the colour-split layout are skipped.
+Three phases per step:
 
 1. *Forward, chunk by chunk*: ``h1 = relu(x W1 + b1)``, ``h2 = relu(h1 W2 + b2)``,
    ``f = h2 w3 + b3``, with ``h1`` and ``h2`` kept for phase 3; Fishr's last-layer
@@ -40,8 +46,8 @@ from irm_bench.cmnist.presets import MethodHparams
 from irm_bench.methods import METHODS as REGISTRY
 from irm_bench.methods.contract import EnvStats, ObjectiveTerms
 
-#: Samples per chunk: 4096 × 400 float32 activations (6.5 MB) stay in this CPU's L2+L3
-#: slice; the matmuls reach the same speed as at full size (benchmarks/cmnist_speed.py).
+#: Samples per chunk: 4096 × 400 float32 activations (6.5 MB). Measured flat from 2,048
+#: to 8,192 (IRMv1 step 231-232 ms), slower at 1,024 (239) and 16,384 (237).
 CHUNK = 4096
 
 
@@ -51,6 +57,7 @@ class _Saved:
 
     h1: torch.Tensor  # (2, P, h)
     h2: torch.Tensor  # (2, P, h)
+    rows: torch.Tensor  # (2,): samples of each colour group (the rest is padding)
 
 
 def _w1_block(model: StackedMLP, tensor: torch.Tensor, r: int, c: int) -> torch.Tensor:
@@ -87,7 +94,9 @@ def chunked_objective(
     R, _, P, _ = train.x.shape
     E = train.weights.shape[1]
     h = model.b1.shape[1]
-    logits = torch.empty(R, 2, P)
+    logits = torch.zeros(R, 2, P)  # padding rows keep 0 (their weight is 0 anyway)
+    # rows past the last sample of any environment are padding: skip them (exact)
+    rows = (train.weights.sum(1) > 0).sum(-1)  # (R, 2): samples per colour group
     saved: list[_Saved | None] = []
     m1 = torch.zeros(R, E, h)  # Σ_i w_ei r_i h2_i
     m2 = torch.zeros(R, E, h)  # Σ_i w_ei r_i² h2_i²
@@ -97,11 +106,12 @@ def chunked_objective(
                 saved.append(None)
                 logits[r] = 0.0
                 continue
-            keep = _Saved(h1=torch.empty(2, P, h), h2=torch.empty(2, P, h))
+            keep = _Saved(h1=torch.empty(2, P, h), h2=torch.empty(2, P, h), rows=rows[r])
             for c in (0, 1):
                 w1 = _w1_block(model, model.w1, r, c)
-                for s in range(0, P, chunk):
-                    sl = slice(s, min(P, s + chunk))
+                k = int(rows[r, c])
+                for s in range(0, k, chunk):
+                    sl = slice(s, min(k, s + chunk))
                     h1 = torch.addmm(model.b1[r], train.x[r, c, sl], w1, out=keep.h1[c, sl])
                     h1.relu_()
                     h2 = torch.addmm(model.b2[r], h1, model.w2[r], out=keep.h2[c, sl])
@@ -174,7 +184,6 @@ def _backward_model(
     m2: torch.Tensor,
 ) -> None:
     """Phase 3 for model r: add the data part of ∂L/∂θ into its ``.grad`` slices."""
-    P = g_logits.shape[1]
     w3 = model.w3[r, :, 0]
     gw1, gb1 = model.w1.grad, model.b1.grad
     gw2, gb2 = model.w2.grad[r], model.b2.grad[r]
@@ -183,8 +192,9 @@ def _backward_model(
         A, B = m1.grad[r], m2.grad[r]  # (E, h): ∂L/∂m1, ∂L/∂m2
     for c in (0, 1):
         gw1_c = _w1_block(model, gw1, r, c)
-        for s in range(0, P, chunk):
-            sl = slice(s, min(P, s + chunk))
+        k = int(keep.rows[c])
+        for s in range(0, k, chunk):
+            sl = slice(s, min(k, s + chunk))
             h1, h2 = keep.h1[c, sl], keep.h2[c, sl]
             g_f = g_logits[c, sl]
             dh2 = torch.outer(g_f, w3)

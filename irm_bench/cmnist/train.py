@@ -192,7 +192,8 @@ def _fork(
     return forked
 
 
-def _tile_envs(packed: PackedEnvs, copies: int) -> PackedEnvs:
+def tile_envs(packed: PackedEnvs, copies: int) -> PackedEnvs:
+    """``copies`` copies of R restarts' packed data, copy-major: ``(copies · R, ...)``."""
     return dataclasses.replace(
         packed,
         x=_tile(packed.x, copies),
@@ -289,8 +290,8 @@ def train_stacked(
             L = len(weights)
             optimizer = _fork(model, optimizer, L, hp.lr)
             params = model.parameters()
-            train, test = _tile_envs(train, L), _tile_envs(test, L)
-            extra = None if extra is None else _tile_envs(extra, L)
+            train, test = tile_envs(train, L), tile_envs(test, L)
+            extra = None if extra is None else tile_envs(extra, L)
             active, diverged_step = _tile(active, L), np.tile(diverged_step, L)
             logged_values = [_tile(v, L) for v in logged_values]
             lam = torch.tensor(weights, device=model.w1.device).repeat_interleave(R)
@@ -375,7 +376,7 @@ ENGINES = ("auto", "autograd", "chunked")
 def step_engine(model: StackedMLP, engine: str = "auto") -> str:
     """The step engine :func:`train_stacked` uses for ``model``: ``autograd`` or ``chunked``.
 
-    ``auto`` picks ``chunked`` for float32 models on the CPU (1.0-1.5x faster there,
+    ``auto`` picks ``chunked`` for float32 models on the CPU (1.0-1.6x faster there,
     ``benchmarks/cmnist_speed.py``) and ``autograd`` otherwise (bf16 autocast, CUDA).
     Raises ``ValueError`` for an unknown engine, or ``chunked`` on a bf16 or non-CPU model.
     """
