@@ -163,7 +163,7 @@ def main() -> None:
     ceiling = matmul_ceiling()
     print(f"threads {args.threads}; fp32 matmul ceiling {ceiling:.1f} GFLOP/s")
     chunked = engine_comparison(train, [*args.methods, "grayscale"], args.repeats, ceiling, n)
-    project_chunked(chunked)
+    project_chunked(chunked, ceiling, n)
     if args.only_engines:
         return
     per_step = {}
@@ -309,18 +309,28 @@ def compile_probe(train, methods: list[str], repeats: int) -> None:
         )
 
 
-def project_chunked(per_model: dict) -> None:
+def project_chunked(per_model: dict, ceiling: float, n: int) -> None:
     """Training time of the default and paper presets with the chunked engine (the
-    trainer's default on the CPU): shared pre-fork steps at R=1, forked ones at R=3."""
+    trainer's default on the CPU): shared pre-fork steps at R=1, forked ones at R=3;
+    beside it the presets' training matmul FLOPs (padded widths, colour-split first
+    layer) and their time at the ceiling."""
     for preset in ("default", "paper"):
-        total = 0.0
+        total = flops = 0.0
         for job in build_plan({"preset": preset}).jobs.values():
             hp, n_points = job.hparams, len(job.points)
             shared = min(hp.penalty_anneal_steps, hp.steps) if n_points > 1 else 0
             stacked = per_model[job.method, 3 if n_points > 1 else 1]
             alone = per_model[job.method, 1]
             total += job.restarts * (shared * alone + n_points * (hp.steps - shared) * stacked)
-        print(f"preset {preset}, chunked fp32 engine, training only: {total / 60:.1f} min")
+            width = -(-hp.hidden_dim // 16) * 16
+            model_steps = job.restarts * (shared + n_points * (hp.steps - shared))
+            flops += model_steps * step_flops(n, width, N_PIXELS)
+        bound = flops / (ceiling * 1e9) / 60
+        print(
+            f"preset {preset}, chunked fp32 engine, training only: {total / 60:.1f} min; "
+            f"{flops / 1e12:.0f} TFLOP of training matmuls, {bound:.1f} min at the ceiling "
+            f"({bound / (total / 60):.0%} of it reached)"
+        )
 
 
 def projections(train, repeats: int) -> None:
