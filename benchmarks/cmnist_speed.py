@@ -42,7 +42,7 @@ import time
 
 import torch
 
-from irm_bench.cmnist.chunked import chunked_objective
+from irm_bench.cmnist.chunked import chunked_objective, prepare_inputs
 from irm_bench.cmnist.model import N_PIXELS, init_mlp, pack_envs
 from irm_bench.cmnist.presets import PAPER_HPARAMS, PRESETS, MethodHparams, build_plan
 from irm_bench.cmnist.reference import ReferenceMLP, irmv1_penalty_autograd, reference_loss
@@ -79,15 +79,20 @@ def forward_flops(n: int, h: int, d_in: int) -> float:
     return 2 * n * (d_in * h + h * h + h)
 
 
-def our_step(model, train, hp: MethodHparams, step: int, state=None, engine: str = "autograd"):
+def our_step(
+    model, train, hp: MethodHparams, step: int, state=None, engine: str = "autograd", inputs=None
+):
     """One step of our loss and its gradient, by the trainer's autograd step
-    (``step_objective``) or its chunked engine; returns the method's state."""
+    (``step_objective``) or its chunked engine (``inputs``: ``prepare_inputs(train)``,
+    prepared once as the trainer does); returns the method's state."""
     if engine == "chunked":
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
         lam = torch.full((model.n_models,), hp.penalty_weight_at(step))
         active = torch.ones(model.n_models, dtype=torch.bool)
-        _, _, terms, backward = chunked_objective(model, train, hp, lam, state, active=active)
+        _, _, terms, backward = chunked_objective(
+            model, train, hp, lam, state, active=active, inputs=inputs
+        )
         backward()
         return terms.state
     loss, _, terms = step_objective(model, train, hp, step, state)
@@ -104,6 +109,7 @@ def engine_comparison(train, methods: list[str], repeats: int, ceiling: float, n
         hp = dataclasses.replace(PRESETS["default"].hparams_for(method), penalty_anneal_steps=0)
         for R in (1, 3):
             data = tile_envs(train, R)
+            inputs = prepare_inputs(data)
             model = init_mlp(list(range(R)), hp.hidden_dim, hp.grayscale)
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -111,7 +117,7 @@ def engine_comparison(train, methods: list[str], repeats: int, ceiling: float, n
             for i in range(repeats + 1):  # first round is warm-up
                 for engine in t:
                     start = time.perf_counter()
-                    our_step(model, data, hp, 1000, engine=engine)
+                    our_step(model, data, hp, 1000, engine=engine, inputs=inputs)
                     if i:
                         t[engine].append((time.perf_counter() - start) / R)
             auto, chunk = statistics.median(t["autograd"]), statistics.median(t["chunked"])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from irm_bench.cmnist.chunked import chunked_objective
+from irm_bench.cmnist.chunked import chunked_objective, prepare_inputs
 from irm_bench.cmnist.model import init_mlp, pack_envs
 from irm_bench.cmnist.presets import IRM_SETUP, MethodHparams
 from irm_bench.cmnist.train import step_engine, step_objective, train_stacked
@@ -147,3 +147,20 @@ def test_engine_choice_and_errors():
         chunked_objective(
             bf16, None, _hp("erm"), torch.zeros(1), None, active=torch.ones(1, dtype=torch.bool)
         )
+
+
+def test_prepared_inputs_drop_only_never_lit_pixels_and_padding(digits):
+    """Lit pixels, group sizes and the ones column, checked against the packed data."""
+    train, _ = digits
+    inputs = prepare_inputs(train)
+    for r in range(2):
+        n_real = [int((train.weights[r, :, c] > 0).any(0).sum()) for c in (0, 1)]
+        assert inputs.rows[r].tolist() == n_real
+        assert sum(n_real) == 120  # 60 digits in each of env1, env2
+        lit = (train.x[r] != 0).any(0).any(0).nonzero().flatten()
+        assert torch.equal(inputs.pixels[r], lit)
+        assert 0 < len(lit) < 196  # the reduction is exercised: some pixels never lit
+        for c in (0, 1):
+            x = inputs.x[r][c]
+            assert torch.equal(x[:, :-1], train.x[r, c, : n_real[c]][:, lit])
+            assert torch.equal(x[:, -1], torch.ones(n_real[c]))

@@ -60,6 +60,51 @@ class _Saved:
     rows: torch.Tensor  # (2,): samples of each colour group (the rest is padding)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkInputs:
+    """First-layer inputs of a packed set, prepared once for every step that uses it.
+
+    Attributes
+    ----------
+    pixels
+        Per model r, ``(K_r,)`` the pixel indices (of 196) lit in at least one of its
+        samples; the others are 0 in every sample, so their rows of W1 meet only zeros.
+    x
+        Per model r and colour c, ``(k_rc, K_r + 1)``: the group's k_rc real samples (no
+        padding) restricted to those pixels, then a column of ones that carries b1.
+    rows
+        ``(R, 2)`` the group sizes k_rc.
+    """
+
+    pixels: tuple[torch.Tensor, ...]
+    x: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    rows: torch.Tensor
+
+
+def prepare_inputs(train: PackedEnvs) -> ChunkInputs:
+    """:class:`ChunkInputs` of ``train``: drop never-lit pixels and padding, append ones.
+
+    An exact reduction: ``x W1 + b1 = [x_lit, 1] [W1_lit; b1]`` because the dropped
+    products are exact zeros, and the same product transposed gives the gradients of
+    ``W1_lit`` and ``b1`` in one matmul (a never-lit pixel's row gets none from the
+    data, as with autograd). About 13 % of the first layer's work on MNIST at 14 × 14
+    (26 of 196 pixels are never lit in 50,000 training digits).
+    """
+    rows = (train.weights.sum(1) > 0).sum(-1)  # padding has weight 0 in every environment
+    pixels, x = [], []
+    for r in range(train.x.shape[0]):
+        groups = [train.x[r, c, : int(rows[r, c])] for c in (0, 1)]
+        lit = torch.cat(groups).ne(0).any(0).nonzero().flatten()
+        pixels.append(lit)
+        x.append(
+            tuple(
+                torch.cat([g.index_select(1, lit), torch.ones(g.shape[0], 1)], dim=1)
+                for g in groups
+            )
+        )
+    return ChunkInputs(pixels=tuple(pixels), x=tuple(x), rows=rows)
+
+
 def _w1_block(model: StackedMLP, tensor: torch.Tensor, r: int, c: int) -> torch.Tensor:
     """Rows of the first-layer matrix that colour c's samples meet (see model.py)."""
     if model.grayscale:
@@ -76,6 +121,7 @@ def chunked_objective(
     *,
     active: torch.Tensor,
     chunk: int = CHUNK,
+    inputs: ChunkInputs | None = None,
 ) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms, Callable[[], None]]:
     """Loss ``(R,)``, metrics and terms of one step, and a function that fills ``θ.grad``.
 
@@ -85,7 +131,9 @@ def chunked_objective(
     models still training; the returned ``backward()`` adds to each parameter's
     ``.grad`` the gradient of ``Σ_r active_r · loss_r`` (inactive models get 0), as the
     trainer's ``torch.where(active, loss, 0).sum().backward()`` would.
-    Raises ``ValueError`` for bf16 precision (use the autograd step).
+    ``inputs``: :func:`prepare_inputs` of ``train`` (pass it when ``train`` serves many
+    steps; ``None`` prepares it here). Raises ``ValueError`` for bf16 precision (use
+    the autograd step).
     """
     if model.precision != "fp32":
         raise ValueError(f"the chunked step is float32 only, got precision {model.precision!r}")
@@ -94,9 +142,10 @@ def chunked_objective(
     R, _, P, _ = train.x.shape
     E = train.weights.shape[1]
     h = model.b1.shape[1]
+    if inputs is None:
+        inputs = prepare_inputs(train)
     logits = torch.zeros(R, 2, P)  # padding rows keep 0 (their weight is 0 anyway)
-    # rows past the last sample of any environment are padding: skip them (exact)
-    rows = (train.weights.sum(1) > 0).sum(-1)  # (R, 2): samples per colour group
+    rows = inputs.rows
     saved: list[_Saved | None] = []
     m1 = torch.zeros(R, E, h)  # Σ_i w_ei r_i h2_i
     m2 = torch.zeros(R, E, h)  # Σ_i w_ei r_i² h2_i²
@@ -108,12 +157,14 @@ def chunked_objective(
                 continue
             keep = _Saved(h1=torch.empty(2, P, h), h2=torch.empty(2, P, h), rows=rows[r])
             for c in (0, 1):
-                w1 = _w1_block(model, model.w1, r, c)
+                lit = inputs.pixels[r]
+                w1 = _w1_block(model, model.w1, r, c).index_select(0, lit)
+                w1 = torch.cat([w1, model.b1[r][None]])  # (K_r + 1, h): b1 meets the ones
+                x = inputs.x[r][c]
                 k = int(rows[r, c])
                 for s in range(0, k, chunk):
                     sl = slice(s, min(k, s + chunk))
-                    h1 = torch.addmm(model.b1[r], train.x[r, c, sl], w1, out=keep.h1[c, sl])
-                    h1.relu_()
+                    h1 = torch.mm(x[sl], w1, out=keep.h1[c, sl]).relu_()
                     h2 = torch.addmm(model.b2[r], h1, model.w2[r], out=keep.h2[c, sl])
                     h2.relu_()
                     f = torch.addmv(model.b3[r], h2, model.w3[r, :, 0], out=logits[r, c, sl])
@@ -158,6 +209,7 @@ def chunked_objective(
                 _backward_model(
                     model,
                     train,
+                    inputs,
                     keep,
                     f_leaf.detach()[r],
                     g_logits[r],
@@ -174,6 +226,7 @@ def chunked_objective(
 def _backward_model(
     model: StackedMLP,
     train: PackedEnvs,
+    inputs: ChunkInputs,
     keep: _Saved,
     logits: torch.Tensor,
     g_logits: torch.Tensor,
@@ -190,14 +243,15 @@ def _backward_model(
     gw3, gb3 = model.w3.grad[r, :, 0], model.b3.grad
     if fishr:
         A, B = m1.grad[r], m2.grad[r]  # (E, h): ∂L/∂m1, ∂L/∂m2
+    lit = inputs.pixels[r]
     for c in (0, 1):
-        gw1_c = _w1_block(model, gw1, r, c)
+        x = inputs.x[r][c]
+        g1 = torch.zeros(x.shape[1], gw2.shape[1])  # ∂L/∂[W1_lit; b1] of colour c's rows
         k = int(keep.rows[c])
         for s in range(0, k, chunk):
             sl = slice(s, min(k, s + chunk))
             h1, h2 = keep.h1[c, sl], keep.h2[c, sl]
             g_f = g_logits[c, sl]
-            dh2 = torch.outer(g_f, w3)
             if fishr:
                 u = train.weights[r, :, c, sl].T  # (C, E)
                 sig = torch.sigmoid(logits[c, sl])
@@ -207,7 +261,8 @@ def _backward_model(
                 # ∂/∂f_i of Σ_e Σ_k A_ek w_ei r_i h2_ik + B_ek w_ei r_i² h2_ik²
                 g_extra = dres * (u * (h2 @ A.T + 2.0 * res[:, None] * (h2sq @ B.T))).sum(1)
                 g_f = g_f + g_extra
-                dh2 = torch.outer(g_f, w3)
+            dh2 = torch.outer(g_f, w3)
+            if fishr:
                 dh2.addmm_(u * res[:, None], A)
                 dh2.add_(h2 * ((u * res.square()[:, None]) @ B), alpha=2.0)
             gw3.addmv_(h2.T, g_f)
@@ -216,5 +271,6 @@ def _backward_model(
             gw2.addmm_(h1.T, dz2)
             gb2.add_(dz2.sum(0))
             dz1 = torch.ops.aten.threshold_backward(dz2 @ model.w2[r].T, h1, 0.0)
-            gw1_c.addmm_(train.x[r, c, sl].T, dz1)
-            gb1[r].add_(dz1.sum(0))
+            g1.addmm_(x[sl].T, dz1)
+        _w1_block(model, gw1, r, c).index_add_(0, lit, g1[:-1])
+        gb1[r].add_(g1[-1])

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from irm_bench.cmnist.chunked import chunked_objective
+from irm_bench.cmnist.chunked import chunked_objective, prepare_inputs
 from irm_bench.cmnist.model import (
     EnvMetrics,
     PackedEnvs,
@@ -278,6 +278,7 @@ def train_stacked(
     if extra is not None:
         env_names = (*env_names, *extra.env_names)
     state = None
+    inputs = None  # the chunked engine's prepared first-layer inputs
     lam = None  # per-model λ once forked
     logged_steps: list[int] = []
     logged_values: list[torch.Tensor] = []  # (R, E_train + E_test, 3) per logged step
@@ -291,6 +292,7 @@ def train_stacked(
             optimizer = _fork(model, optimizer, L, hp.lr)
             params = model.parameters()
             train, test = tile_envs(train, L), tile_envs(test, L)
+            inputs = None
             extra = None if extra is None else tile_envs(extra, L)
             active, diverged_step = _tile(active, L), np.tile(diverged_step, L)
             logged_values = [_tile(v, L) for v in logged_values]
@@ -306,8 +308,10 @@ def train_stacked(
                 if lam is None
                 else penalty_weights_at(hp, lam, step)
             )
+            if inputs is None:  # once, and again for the forked models' data
+                inputs = prepare_inputs(train)
             loss, metrics, terms, backward = chunked_objective(
-                model, train, hp, lam_t, state, active=active
+                model, train, hp, lam_t, state, active=active, inputs=inputs
             )
         else:
             loss, metrics, terms = step_objective(model, train, hp, step, state, lam)
