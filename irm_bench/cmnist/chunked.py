@@ -41,7 +41,14 @@ from typing import Any
 
 import torch
 
-from irm_bench.cmnist.model import N_PIXELS, EnvMetrics, PackedEnvs, StackedMLP, env_metrics
+from irm_bench.cmnist.model import (
+    N_PIXELS,
+    EnvMetrics,
+    PackedEnvs,
+    StackedMLP,
+    env_metrics,
+    penalised_loss,
+)
 from irm_bench.cmnist.presets import MethodHparams
 from irm_bench.methods import METHODS as REGISTRY
 from irm_bench.methods.contract import EnvStats, ObjectiveTerms
@@ -125,9 +132,8 @@ def chunked_objective(
 ) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms, Callable[[], None]]:
     """Loss ``(R,)``, metrics and terms of one step, and a function that fills ``θ.grad``.
 
-    ``lam_t`` ``(R,)`` is each model's penalty weight at this step (λ_t); the loss is
-    ``risk_term + l2 Σ‖θ‖² + λ_t · penalty``, divided by ``max(λ_t, 1)``, the trainer's
-    composition (:func:`irm_bench.cmnist.train.step_objective`). ``active`` ``(R,)``:
+    ``lam_t`` ``(R,)`` is each model's penalty weight at this step (λ_t); the loss is the
+    trainer's composition, :func:`irm_bench.cmnist.model.penalised_loss`. ``active`` ``(R,)``:
     models still training; the returned ``backward()`` adds to each parameter's
     ``.grad`` the gradient of ``Σ_r active_r · loss_r`` (inactive models get 0), as the
     trainer's ``torch.where(active, loss, 0).sum().backward()`` would.
@@ -156,8 +162,8 @@ def chunked_objective(
                 logits[r] = 0.0
                 continue
             keep = _Saved(h1=torch.empty(2, P, h), h2=torch.empty(2, P, h), rows=rows[r])
+            lit = inputs.pixels[r]
             for c in (0, 1):
-                lit = inputs.pixels[r]
                 w1 = _w1_block(model, model.w1, r, c).index_select(0, lit)
                 w1 = torch.cat([w1, model.b1[r][None]])  # (K_r + 1, h): b1 meets the ones
                 x = inputs.x[r][c]
@@ -169,11 +175,10 @@ def chunked_objective(
                     h2.relu_()
                     f = torch.addmv(model.b3[r], h2, model.w3[r, :, 0], out=logits[r, c, sl])
                     if fishr:
-                        wr = train.weights[r, :, c, sl] * (
-                            torch.sigmoid(f) - train.labels[r, c, sl]
-                        )
+                        res = torch.sigmoid(f) - train.labels[r, c, sl]
+                        wr = train.weights[r, :, c, sl] * res
                         m1[r].addmm_(wr, h2)
-                        m2[r].addmm_(wr * (torch.sigmoid(f) - train.labels[r, c, sl]), h2.square())
+                        m2[r].addmm_(wr * res, h2.square())
             saved.append(keep)
 
     f_leaf = logits.requires_grad_(True)
@@ -194,9 +199,7 @@ def chunked_objective(
         grad_variance=grad_variance,
     )
     terms = spec.objective(stats, hp.spec_hparams(), state)
-    loss = terms.risk_term + hp.l2_weight * model.squared_norm()
-    loss = loss + torch.where(lam_t > 0, lam_t * terms.penalty, torch.zeros_like(loss))
-    loss = loss / lam_t.clamp(min=1.0)
+    loss = penalised_loss(terms.risk_term, terms.penalty, model, hp.l2_weight, lam_t)
 
     def backward() -> None:
         torch.where(active, loss, torch.zeros_like(loss)).sum().backward()

@@ -201,6 +201,24 @@ class StackedMLP:
         return out.view(R, 2, P), h2
 
 
+def penalised_loss(
+    risk_term: torch.Tensor,
+    penalty: torch.Tensor,
+    model: StackedMLP,
+    l2_weight: float,
+    lam_t: torch.Tensor,
+) -> torch.Tensor:
+    """The Colored MNIST step loss ``(R,)``, one penalty weight λ_t per model ``(R,)``.
+
+    ``(risk_term + l2 · Σ‖θ‖² + λ_t · penalty) / max(λ_t, 1)`` (reference code: the loss
+    is divided by λ_t only when λ_t > 1). λ_t = 0 adds an exact 0 (``where``, not
+    ``0 · penalty``, which is NaN for an infinite penalty).
+    """
+    loss = risk_term + l2_weight * model.squared_norm()
+    loss = loss + torch.where(lam_t > 0, lam_t * penalty, torch.zeros_like(loss))
+    return loss / lam_t.clamp(min=1.0)
+
+
 def xavier_uniform(shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
     """Xavier-uniform (fan_in, fan_out) matrix: U(-a, a), a = sqrt(6 / (fan_in + fan_out))."""
     bound = math.sqrt(6.0 / (shape[0] + shape[1]))

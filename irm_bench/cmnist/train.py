@@ -42,6 +42,7 @@ from irm_bench.cmnist.model import (
     StackedMLP,
     env_metrics,
     packed_grad_variance,
+    penalised_loss,
 )
 from irm_bench.cmnist.presets import MethodHparams
 from irm_bench.methods import METHODS as REGISTRY
@@ -155,11 +156,8 @@ def _step_objective_per_model(
 ) -> tuple[torch.Tensor, EnvMetrics, ObjectiveTerms]:
     lam_t = penalty_weights_at(hp, penalty_weights, step)
     metrics, terms = _method_terms(model, train, hp, state, penalty_on=bool((lam_t > 0).any()))
-    loss = terms.risk_term + hp.l2_weight * model.squared_norm()
-    # λ_t = 0 adds an exact 0 (where, not 0 · penalty, which is NaN for an infinite
-    # penalty); dividing by max(λ_t, 1) divides only where λ_t > 1, as the scalar path.
-    loss = loss + torch.where(lam_t > 0, lam_t * terms.penalty, torch.zeros_like(loss))
-    return loss / lam_t.clamp(min=1.0), metrics, terms
+    loss = penalised_loss(terms.risk_term, terms.penalty, model, hp.l2_weight, lam_t)
+    return loss, metrics, terms
 
 
 def _tile(t: torch.Tensor, copies: int) -> torch.Tensor:
