@@ -20,3 +20,16 @@ def comparable_bytes(path: Path) -> bytes:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     frame = frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
     return frame.to_csv(index=False).encode()
+
+
+def first_difference(ours: bytes, other: bytes, shown: int = 3) -> str:
+    """Where two files' comparable bytes part: differing line count and the first few lines."""
+    a, b = ours.decode().splitlines(), other.decode().splitlines()
+    header = a[0] if a else ""
+    rows = [(i, x, y) for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y]
+    text = f"{len(rows)} of {max(len(a), len(b))} lines differ ({len(a)} vs {len(b)} lines)"
+    if header:
+        text += f"; columns {header}"
+    for i, x, y in rows[:shown]:
+        text += f"\n  line {i + 1}: {x}\n       vs: {y}"
+    return text

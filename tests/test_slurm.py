@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from result_files import comparable_bytes
+from result_files import comparable_bytes, first_difference
 from slurm_cluster import LocalSlurm, SlurmHarnessError, missing_programs
 from snakemake_cli import REPO, TOY_SNAKEFILE, run_snakemake, with_config
 
@@ -169,7 +169,7 @@ def _job_blocks(text: str) -> list[tuple[str, str, frozenset[str]]]:
 
 def _identical_results(local: Path, slurm: Path, globs: tuple[str, ...]) -> list[str]:
     """Relative paths compared; asserts equal file sets and equal bytes."""
-    compared = []
+    compared, differ = [], []
     for pattern in globs:
         mine = sorted(p.relative_to(local) for p in local.glob(pattern) if p.is_file())
         theirs = sorted(p.relative_to(slurm) for p in slurm.glob(pattern) if p.is_file())
@@ -177,9 +177,11 @@ def _identical_results(local: Path, slurm: Path, globs: tuple[str, ...]) -> list
         theirs = [p for p in theirs if p.parts[0] not in {"logs", "benchmarks"}]
         assert mine == theirs, f"{pattern}: different files: {mine} vs {theirs}"
         for rel in mine:
-            same = comparable_bytes(local / rel) == comparable_bytes(slurm / rel)
-            assert same, f"{rel} differs"
+            ours, other = comparable_bytes(local / rel), comparable_bytes(slurm / rel)
+            if ours != other:
+                differ.append(f"{rel}: {first_difference(ours, other)}")
             compared.append(str(rel))
+    assert not differ, "results differ between the local and the SLURM run:\n" + "\n".join(differ)
     assert compared, f"no result files match {globs}"
     return compared
 
