@@ -577,6 +577,13 @@ def test_empty_sweeps_and_curves_are_said_not_drawn(tmp_path: Path) -> None:
         frame.iloc[:0].to_csv(root / rel, index=False)
     build_report(table_paths(root), fixture_config(), REPO, root, tmp_path / "e.html", None)
     html = (tmp_path / "e.html").read_text()
-    for what in ("SEM grid sweeps", "Colored MNIST λ sweep", "training curves"):
+    for what in ("SEM grid sweeps", "training curves"):
         assert f"No {what} in this run" in html
+    # Colored MNIST without a sweep (presets default, methods): one note, no empty table,
+    # and the summary names no λ grid.
+    assert "No λ sweep in this run: its preset trains IRMv1 at the paper&#39;s λ only" in html
+    assert "cmnist-lambda-sweep" not in parse(html).tables
+    summary = section_text(html, "summary")
+    cmnist = summary[summary.index("Colored MNIST (Section 5.2)") : summary.index("Appendix")]
+    assert "; no λ sweep;" in cmnist and "λ grid" not in cmnist
     assert html.count("<svg") == N_FIGURES - 3

@@ -336,13 +336,14 @@ def build_context(
         precisions = sorted(set(runs["precision"].astype(str))) if "precision" in runs else []
         devices += f"; precision: {', '.join(precisions or ['fp32'])}"
         lams = ", ".join(f.lam(v) for v in sorted(set(tables.cmnist.lambda_sweep["lambda"])))
+        grid = f"λ grid {{{lams}}}" if lams else "no λ sweep"
         restarts = ", ".join(map(str, sorted(set(tables.cmnist.accuracy["n_restarts"]))))
         cm_methods = dict.fromkeys(tables.cmnist.accuracy["method"])
         summary.append(
             ("Colored MNIST (Section 5.2)",
              f"preset {c.get('preset')}; methods "
              f"{', '.join(method_label(m) for m in cm_methods)}; "
-             f"{restarts} restarts per method, base seed {c.get('seed')}; λ grid {{{lams}}}; "
+             f"{restarts} restarts per method, base seed {c.get('seed')}; {grid}; "
              f"device(s) recorded: {devices}")
         )  # fmt: skip
     if tables.unit_tests is not None:
