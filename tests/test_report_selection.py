@@ -143,3 +143,15 @@ def test_cmnist_section_prints_accuracy_in_percent_and_the_domainbed_line(tmp_pa
     assert "not comparable and not scored" in reference
     html = _full_report_html(tmp_path, cmnist_selection=FIXTURES / "cmnist_selection.csv")
     assert 'id="cmnist-selection-test_acc"' in html and "57.8 ± 0.2" in html
+
+
+def test_a_run_where_no_rule_has_a_choice_says_so():
+    from irm_bench.report.selection import NO_CHOICE
+
+    cm = pd.read_csv(FIXTURES / "cmnist_selection.csv")
+    notes = [b.text for b in selection_section("cmnist", cm, "").blocks if b.kind == "note"]
+    assert NO_CHOICE not in notes  # the fixture's IRMv1 chose among two λ
+    # The default preset's Colored MNIST run: one setting per method, as "-:<n>".
+    single = cm.assign(setting="-", selected_counts="-:" + cm["n_restarts"].astype(str))
+    notes = [b.text for b in selection_section("cmnist", single, "").blocks if b.kind == "note"]
+    assert NO_CHOICE in notes

@@ -39,6 +39,15 @@ METRIC_LABELS = {
 }
 
 
+#: Said when no rule had a choice: every method trained one setting (e.g. Colored MNIST
+#: without a λ sweep), so every rule reports the same runs.
+NO_CHOICE = (
+    "No rule had a choice to make in this run: every method trained a single setting, "
+    "so each rule reports the same runs. A grid gives the rules candidates (Colored "
+    "MNIST: preset paper, or cmnist.lambda_grid with cmnist.sweep_restarts)."
+)
+
+
 def _cell(r: pd.Series, fmt=f.err, with_setting: bool = False) -> str:
     value = plus_minus(fmt(r["mean"]), fmt(r["std"]))
     if value == f.MISSING:
@@ -110,6 +119,9 @@ def selection_section(
                 rows,
             )
         )
+    counts = table.get("selected_counts", pd.Series(dtype=str)).astype(str)
+    if len(counts) and counts.str.startswith("-:").all():
+        sec.add(Note(NO_CHOICE))
     if reference:
         sec.add(Note(reference))
     return sec
