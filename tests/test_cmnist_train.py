@@ -254,6 +254,15 @@ def test_plan_trains_every_lambda_in_one_fork_and_shares_the_paper_point():
     assert custom.jobs["irmv1"].point(PAPER_LAMBDA).studies() == {"table1": 3}
     assert custom.jobs["irmv1"].point(0.5).studies() == {"sweep": 2}
     assert custom.jobs["irmv1"].restarts == 3
+    # The default preset: λ = 0 beside the paper's λ, one restart each; sweep_restarts 0
+    # turns its sweep off (IRMv1 trains the paper's λ only, for Table 1).
+    default = build_plan({"preset": "default"})
+    assert default.lambdas == (0.0, PAPER_LAMBDA) and default.sweep_indices == (0, 1)
+    assert default.jobs["irmv1"].point(PAPER_LAMBDA).studies() == {"table1": 1, "sweep": 1}
+    assert default.jobs["irmv1"].point(0.0).studies() == {"sweep": 1}
+    off = build_plan({"preset": "default", "sweep_restarts": 0})
+    assert off.lambdas == (PAPER_LAMBDA,) and off.sweep_indices == ()
+    assert [p.studies() for p in off.jobs["irmv1"].points] == [{"table1": 1}]
     short = build_plan({"preset": "default", "steps": 7})
     assert {j.hparams.steps for j in short.jobs.values()} == {7}
     with pytest.raises(KeyError, match="did you mean 'paper'"):

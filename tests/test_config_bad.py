@@ -65,7 +65,7 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str, str]] = [
     ("negative-minimal-steps", {"minimal": {"steps": -10}}, "minimal.steps", ">= 1"),
     ("zero-cmnist-steps", {"cmnist": {"steps": 0}}, "cmnist.steps", "an integer >= 1"),
     ("zero-restarts", {"cmnist": {"restarts": 0}}, "cmnist.restarts", "an integer >= 1"),
-    ("negative-sweep", {"cmnist": {"sweep_restarts": -1}}, "cmnist.sweep_restarts", ">= 1"),
+    ("negative-sweep", {"cmnist": {"sweep_restarts": -1}}, "cmnist.sweep_restarts", ">= 0"),
     ("zero-log-every", {"minimal": {"log_every": 0}}, "minimal.log_every", ">= 1"),
     ("zero-cmnist-log", {"cmnist": {"log_every": 0}}, "cmnist.log_every", ">= 1"),
     # seeds (scalars in this schema: no seed lists)
