@@ -581,7 +581,7 @@ def test_empty_sweeps_and_curves_are_said_not_drawn(tmp_path: Path) -> None:
         assert f"No {what} in this run" in html
     # Colored MNIST without a sweep (presets default, methods): one note, no empty table,
     # and the summary names no λ grid.
-    assert "No λ sweep in this run: its preset trains IRMv1 at the paper&#39;s λ only" in html
+    assert "No λ sweep in this run: IRMv1 trains at the paper&#39;s λ only" in html
     assert "cmnist-lambda-sweep" not in parse(html).tables
     summary = section_text(html, "summary")
     cmnist = summary[summary.index("Colored MNIST (Section 5.2)") : summary.index("Appendix")]

@@ -39,9 +39,9 @@ SEM_CODE_NOT_TEXT = (
     "coordinates (not the norm of M̂_{y→2})."
 )
 
-#: Said where a run has no Colored MNIST λ sweep (the ``default`` and ``methods`` presets).
+#: Said where a run has no Colored MNIST λ sweep (preset ``methods``, ``sweep_restarts: 0``).
 NO_CMNIST_SWEEP = (
-    "No λ sweep in this run: its preset trains IRMv1 at the paper's λ only. Preset paper "
+    "No λ sweep in this run: IRMv1 trains at the paper's λ only. Preset paper "
     "sweeps 9 values of λ with 10 restarts each; the config keys cmnist.lambda_grid and "
     "cmnist.sweep_restarts set a sweep for any preset."
 )
