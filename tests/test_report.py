@@ -579,7 +579,7 @@ def test_empty_sweeps_and_curves_are_said_not_drawn(tmp_path: Path) -> None:
     html = (tmp_path / "e.html").read_text()
     for what in ("SEM grid sweeps", "training curves"):
         assert f"No {what} in this run" in html
-    # Colored MNIST without a sweep (presets default, methods): one note, no empty table,
+    # Colored MNIST without a sweep (preset methods, sweep_restarts 0): one note, no empty table,
     # and the summary names no λ grid.
     assert "No λ sweep in this run: IRMv1 trains at the paper&#39;s λ only" in html
     assert "cmnist-lambda-sweep" not in parse(html).tables

@@ -151,7 +151,7 @@ def test_a_run_where_no_rule_has_a_choice_says_so():
     cm = pd.read_csv(FIXTURES / "cmnist_selection.csv")
     notes = [b.text for b in selection_section("cmnist", cm, "").blocks if b.kind == "note"]
     assert NO_CHOICE not in notes  # the fixture's IRMv1 chose among two λ
-    # The default preset's Colored MNIST run: one setting per method, as "-:<n>".
+    # A Colored MNIST run without a sweep: one setting per method, as "-:<n>".
     single = cm.assign(setting="-", selected_counts="-:" + cm["n_restarts"].astype(str))
     notes = [b.text for b in selection_section("cmnist", single, "").blocks if b.kind == "note"]
     assert NO_CHOICE in notes

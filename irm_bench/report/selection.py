@@ -119,8 +119,10 @@ def selection_section(
                 rows,
             )
         )
-    counts = table.get("selected_counts", pd.Series(dtype=str)).astype(str)
-    if len(counts) and counts.str.startswith("-:").all():
+    if (
+        "selected_counts" in table
+        and table["selected_counts"].astype(str).str.startswith("-:").all()
+    ):
         sec.add(Note(NO_CHOICE))
     if reference:
         sec.add(Note(reference))

@@ -307,6 +307,39 @@ def _cmnist_table2(sec: Section, acc: pd.DataFrame) -> None:
     )  # fmt: skip
 
 
+def _cmnist_sweep(sec: Section, sweep: pd.DataFrame) -> None:
+    """The λ sweep's figure and table, or one note when the run has no sweep."""
+    if sweep.empty:
+        sec.add(Note(NO_CMNIST_SWEEP))
+        return
+    sweep = sweep.sort_values("lambda")
+    restarts = ", ".join(map(str, sorted(set(sweep["n_restarts"].astype(int)))))
+    sec.add(
+        Figure(
+            "fig-cmnist-sweep",
+            figures.to_svg(figures.plot_cmnist_lambda_sweep(sweep), "fcsweep"),
+            "IRMv1 train and test accuracy against the penalty weight λ (the paper's other "
+            f"IRMv1 hyper-parameters), mean over {restarts} restarts per λ with ± one "
+            "standard deviation as error bars; diverged restarts excluded. λ = 0 is IRMv1 "
+            "without its penalty.",
+        )
+    )
+    sec.add(
+        Table(
+            "cmnist-lambda-sweep",
+            "λ sweep: accuracy (%) as mean ± std over non-diverged restarts.",
+            ["method", "λ", "restarts", "diverged", "train", "test"],
+            [
+                [method_label(r.get("method", "irmv1")), f.lam(r["lambda"]),
+                 f.integer(r["n_restarts"]), f.integer(r["n_diverged"]),
+                 plus_minus(f.pct(r["train_acc_mean"]), f.pct(r["train_acc_std"])),
+                 plus_minus(f.pct(r["test_acc_mean"]), f.pct(r["test_acc_std"]))]
+                for _, r in sweep.iterrows()
+            ],
+        )
+    )  # fmt: skip
+
+
 def _cmnist_section(cm: CmnistTables) -> Section:
     acc = cm.accuracy
     published = {
@@ -357,38 +390,7 @@ def _cmnist_section(cm: CmnistTables) -> Section:
         )
     )  # fmt: skip
     _cmnist_table2(sec, acc)
-    sweep = cm.lambda_sweep.sort_values("lambda")
-    if sweep.empty:
-        sec.add(Note(NO_CMNIST_SWEEP))
-    else:
-        restarts = ", ".join(map(str, sorted(set(sweep["n_restarts"].astype(int)))))
-        add_figure(
-            sec,
-            sweep,
-            "Colored MNIST λ sweep",
-            lambda: Figure(
-                "fig-cmnist-sweep",
-                figures.to_svg(figures.plot_cmnist_lambda_sweep(sweep), "fcsweep"),
-                "IRMv1 train and test accuracy against the penalty weight λ (the paper's other "
-                f"IRMv1 hyper-parameters), mean over {restarts} restarts per λ with ± one "
-                "standard deviation as error bars; diverged restarts excluded. λ = 0 is IRMv1 "
-                "without its penalty.",
-            ),
-        )
-        sec.add(
-            Table(
-                "cmnist-lambda-sweep",
-                "λ sweep: accuracy (%) as mean ± std over non-diverged restarts.",
-                ["method", "λ", "restarts", "diverged", "train", "test"],
-                [
-                    [method_label(r.get("method", "irmv1")), f.lam(r["lambda"]),
-                     f.integer(r["n_restarts"]), f.integer(r["n_diverged"]),
-                     plus_minus(f.pct(r["train_acc_mean"]), f.pct(r["train_acc_std"])),
-                     plus_minus(f.pct(r["test_acc_mean"]), f.pct(r["test_acc_std"]))]
-                    for _, r in sweep.iterrows()
-                ],
-            )
-        )  # fmt: skip
+    _cmnist_sweep(sec, cm.lambda_sweep)
     curves = cm.curves
     studies = list(dict.fromkeys(curves["study"]))
     study = next((s for s in studies if s in ("table1", "table")), studies[0] if studies else "")
